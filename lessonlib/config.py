@@ -1,0 +1,74 @@
+"""Run profiles: every size a notebook, test or claim uses comes from here.
+
+Select one with the environment variable ``LESSONLIB_PROFILE`` (``ci``, ``laptop`` or ``gpu``) or pass
+``profile=`` to the functions that take it.  ``ci`` keeps each notebook under two minutes on two CPU
+cores; ``laptop`` is the default for people working through the course; ``gpu`` follows the published
+protocols (2048-token windows, 128 calibration sequences).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+__all__ = ["Profile", "PROFILES", "get_profile", "cache_dir", "progress_disabled"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    seqlen: int  # tokens per perplexity window
+    eval_windows: int  # at most this many non-overlapping windows (0 = all)
+    calib_samples: int  # calibration sequences for GPTQ / SparseGPT / Wanda / AWQ
+    calib_seqlen: int  # tokens per calibration sequence
+    train_steps: int  # optimiser steps for QAT, distillation, recovery fine-tunes
+    batch_size: int  # sequences per optimiser step
+    lr: float  # learning rate for short fine-tunes
+    encoder_train: int  # labelled review sentences used for encoder fine-tuning (0 = all)
+    encoder_eval: int  # labelled review sentences used for accuracy (0 = all)
+    sweep_points: int  # points on sparsity / bit-width / temperature sweeps
+    bench_repeats: int  # timed repetitions in latency measurements
+    device: str  # "auto" picks CUDA when present
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Profile":
+        """A copy with some fields changed (unknown field names raise TypeError)."""
+        return replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile("ci", seqlen=256, eval_windows=8, calib_samples=16, calib_seqlen=256, train_steps=12,
+                  batch_size=4, lr=1e-4, encoder_train=512, encoder_eval=256, sweep_points=3,
+                  bench_repeats=3, device="cpu"),
+    "laptop": Profile("laptop", seqlen=512, eval_windows=40, calib_samples=64, calib_seqlen=512,
+                      train_steps=200, batch_size=8, lr=5e-5, encoder_train=4000, encoder_eval=1000,
+                      sweep_points=6, bench_repeats=10, device="auto"),
+    "gpu": Profile("gpu", seqlen=2048, eval_windows=0, calib_samples=128, calib_seqlen=2048,
+                   train_steps=2000, batch_size=16, lr=5e-5, encoder_train=0, encoder_eval=0,
+                   sweep_points=10, bench_repeats=50, device="cuda"),
+}
+
+
+def get_profile(profile: str | Profile | None = None) -> Profile:
+    """The active profile: the argument, else ``$LESSONLIB_PROFILE``, else ``laptop``."""
+    if isinstance(profile, Profile):
+        return profile
+    name = profile or os.environ.get("LESSONLIB_PROFILE") or "laptop"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
+                         "(argument or LESSONLIB_PROFILE)")
+    return PROFILES[name]
+
+
+def cache_dir(*parts: str) -> str:
+    """``$LESSONLIB_CACHE`` (default ``~/.cache/lessonlib``) joined with ``parts``, created if missing."""
+    root = os.environ.get("LESSONLIB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lessonlib")
+    path = os.path.join(root, *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def progress_disabled() -> bool:
+    """Progress bars stay quiet in CI (``CI`` set) or when ``LESSONLIB_QUIET=1``."""
+    return bool(os.environ.get("CI")) or os.environ.get("LESSONLIB_QUIET", "") not in ("", "0")

