@@ -1,0 +1,253 @@
+"""The sequential, layer-wise calibration engine shared by GPTQ, SparseGPT, Wanda and AWQ.
+
+The idea (GPTQ, Frantar et al. 2022, section 4 "Step 3"; SparseGPT section 4): never hold more than one
+transformer block and the calibration activations on the accelerator.
+
+1. Run the model on N calibration sequences only up to block 0 and keep its inputs, (N, T, C).
+2. For block i: attach hooks to its linear layers that feed each layer's inputs into a statistics
+   accumulator (a Hessian 2/N sum x x^T, or per-channel input norms), run the N inputs through the block,
+   hand the statistics to the caller, who compresses the block's weights in place.
+3. Recompute the block's outputs *with the compressed weights*: they are block i+1's inputs, so later
+   blocks are calibrated on what the compressed model really produces.
+
+Memory is one block plus N x T x C activations, which is what lets a 70B model be compressed on one GPU.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import progress_disabled
+from .models import block_linears, decoder_blocks, get_weight, resolve_device
+
+__all__ = ["Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
+           "run_block", "run_sequential", "SequentialReport"]
+
+
+class Stats(Protocol):
+    def add(self, x: torch.Tensor) -> None: ...
+
+
+class HessianStats:
+    """Running H = 2/N * sum_n x_n x_n^T over the N calibration tokens seen so far, (in, in), float32.
+
+    The layer-wise objective ||W X - W' X||^2 has this Hessian with respect to each row of W.
+    """
+
+    def __init__(self, n_in: int, device: torch.device | str = "cpu"):
+        self.H = torch.zeros(n_in, n_in, dtype=torch.float32, device=device)  # (in, in)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).to(self.H.device, torch.float32)  # (tokens, in)
+        if x.shape[1] != self.H.shape[0]:
+            raise ValueError(f"input width {x.shape[1]} does not match the Hessian's {self.H.shape[0]}")
+        m = x.shape[0]
+        self.H.mul_(self.n / (self.n + m))  # rescale the running mean to the new count
+        self.n += m
+        x = x * math.sqrt(2.0 / self.n)
+        self.H.addmm_(x.t(), x)  # (in, tokens) @ (tokens, in)
+
+    def hessian(self) -> torch.Tensor:
+        if self.n == 0:
+            raise RuntimeError("no calibration inputs reached this layer")
+        return self.H
+
+
+class InputNormStats:
+    """Per-input-channel statistics over tokens: mean x_j^2 (Wanda's ||X_j||^2 / N), mean |x_j| (AWQ), max |x_j|."""
+
+    def __init__(self, n_in: int, device: torch.device | str = "cpu"):
+        self.sq = torch.zeros(n_in, dtype=torch.float64, device=device)
+        self.abs = torch.zeros(n_in, dtype=torch.float64, device=device)
+        self.max = torch.zeros(n_in, dtype=torch.float32, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).to(self.sq.device, torch.float32)  # (tokens, in)
+        if x.shape[1] != self.sq.shape[0]:
+            raise ValueError(f"input width {x.shape[1]} does not match {self.sq.shape[0]} channels")
+        self.sq += x.pow(2).sum(0, dtype=torch.float64)
+        self.abs += x.abs().sum(0, dtype=torch.float64)
+        self.max = torch.maximum(self.max, x.abs().amax(0))
+        self.n += x.shape[0]
+
+    def _check(self) -> None:
+        if self.n == 0:
+            raise RuntimeError("no calibration inputs reached this layer")
+
+    def sq_norms(self) -> torch.Tensor:
+        """Mean of x_j^2 over tokens, (in,); sqrt of it ranks channels like ||X_j||_2."""
+        self._check()
+        return (self.sq / self.n).float()
+
+    def abs_mean(self) -> torch.Tensor:
+        self._check()
+        return (self.abs / self.n).float()
+
+    def absmax(self) -> torch.Tensor:
+        self._check()
+        return self.max
+
+
+class InputSampleStats:
+    """Keeps up to ``max_rows`` input rows (a seeded reservoir sample), (rows, in): for searches that need X itself."""
+
+    def __init__(self, n_in: int, device: torch.device | str = "cpu", max_rows: int = 4096, seed: int = 0):
+        self.n_in, self.max_rows, self.rows, self.seen = n_in, max_rows, [], 0
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device = device
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).detach().to(self.device, torch.float32)
+        self.rows.append(x)
+        self.seen += x.shape[0]
+
+    def sample(self) -> torch.Tensor:
+        if not self.rows:
+            raise RuntimeError("no calibration inputs reached this layer")
+        x = torch.cat(self.rows)  # (tokens, in)
+        if x.shape[0] > self.max_rows:
+            idx = torch.randperm(x.shape[0], generator=self.gen)[: self.max_rows]
+            x = x[idx.sort().values.to(x.device)]
+        self.rows = [x]
+        return x
+
+
+class _Stop(Exception):
+    pass
+
+
+def _move_outside_blocks(model: nn.Module, blocks: nn.ModuleList, device: torch.device) -> dict:
+    """Move every parameter/buffer not inside ``blocks`` to ``device``; return what to restore."""
+    inside = {id(t) for t in list(blocks.parameters()) + list(blocks.buffers())}
+    moved = {}
+    for mod in model.modules():
+        for k, p in list(mod._parameters.items()):
+            if p is not None and id(p) not in inside and p.device != device:
+                moved[(id(mod), "p", k)] = (mod, p.device)
+                p.data = p.data.to(device)
+        for k, b in list(mod._buffers.items()):
+            if b is not None and id(b) not in inside and b.device != device:
+                moved[(id(mod), "b", k)] = (mod, b.device)
+                mod._buffers[k] = b.to(device)
+    return moved
+
+
+def _restore(moved: dict) -> None:
+    for (_, kind, k), (mod, dev) in moved.items():
+        if kind == "p":
+            mod._parameters[k].data = mod._parameters[k].data.to(dev)
+        else:
+            mod._buffers[k] = mod._buffers[k].to(dev)
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, batches: torch.Tensor, device: torch.device | str = "auto"):
+    """Inputs of block 0 for each calibration sequence: ``(hiddens, kwargs)``.
+
+    ``hiddens`` is a list of (1, T, C) tensors; ``kwargs`` (attention mask, position ids, rotary
+    embeddings, ...) are what the model passed to its blocks, identical for every sequence of length T.
+    """
+    if batches.dim() != 2 or batches.shape[0] == 0:
+        raise ValueError(f"calibration batches must be a non-empty (N, T) token tensor, got {tuple(batches.shape)}")
+    dev = resolve_device(device)
+    blocks = decoder_blocks(model)
+    moved = _move_outside_blocks(model, blocks, dev)
+    b0_dev = next(blocks[0].parameters()).device
+    blocks[0].to(dev)
+    hiddens, kw = [], {}
+
+    def hook(_mod, args, kwargs):
+        hiddens.append(args[0] if args else kwargs.pop("hidden_states"))
+        kw.clear()
+        kw.update({k: v for k, v in kwargs.items() if k != "hidden_states"})
+        raise _Stop
+
+    h = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for i in range(batches.shape[0]):
+            try:
+                model(batches[i: i + 1].to(dev), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        h.remove()
+        blocks[0].to(b0_dev)
+        _restore(moved)
+    kw["use_cache"] = False
+    kw.pop("past_key_values", None), kw.pop("past_key_value", None), kw.pop("layer_past", None)
+    return hiddens, kw
+
+
+def run_block(block: nn.Module, hiddens: list[torch.Tensor], kwargs: dict) -> list[torch.Tensor]:
+    """The block's outputs for each input, (1, T, C) each."""
+    outs = []
+    for x in hiddens:
+        y = block(x, **kwargs)
+        outs.append(y[0] if isinstance(y, (tuple, list)) else y)
+    return outs
+
+
+@dataclass
+class SequentialReport:
+    seconds: float = 0.0
+    block_seconds: list[float] = field(default_factory=list)
+    tokens: int = 0
+
+
+@torch.no_grad()
+def run_sequential(model: nn.Module, batches: torch.Tensor,
+                   compress: Callable[[int, nn.Module, dict[str, Stats]], None],
+                   stats: Callable[..., Stats] | None = HessianStats, device: torch.device | str = "auto",
+                   layer_filter: Callable[[str], bool] | None = None, groups: list[list[str]] | None = None,
+                   progress: bool = True) -> SequentialReport:
+    """Walk the decoder blocks one at a time, compressing each on statistics of its real inputs.
+
+    ``compress(i, block, stats)`` gets block ``i`` (on ``device``) and a dict from linear-layer name
+    (e.g. ``"self_attn.q_proj"``) to its statistics object (built by ``stats(in_features, device)``);
+    it changes the block's weights in place.  ``groups`` (GPTQ's "true sequential" mode) lists groups of
+    layer names handled one after another, each calibrated after the previous group was compressed.
+    ``layer_filter(name)`` skips layers it returns False for.
+    """
+    dev = resolve_device(device)
+    t_start = time.perf_counter()
+    hiddens, kw = capture_block_inputs(model, batches, dev)
+    blocks = decoder_blocks(model)
+    report = SequentialReport(tokens=batches.numel())
+    for i in tqdm(range(len(blocks)), desc="blocks", disable=progress_disabled() or not progress, leave=False):
+        t0 = time.perf_counter()
+        block = blocks[i]
+        home = next(block.parameters()).device
+        block.to(dev)
+        linears = {n: m for n, m in block_linears(block).items() if layer_filter is None or layer_filter(n)}
+        for group in (groups or [list(linears)]):
+            unknown = [n for n in group if n not in block_linears(block)]
+            if unknown:
+                raise ValueError(f"layer names {unknown} are not in block {i}; it has {list(block_linears(block))}")
+            group = [n for n in group if n in linears]
+            st: dict[str, Stats] = {}
+            if stats is not None and group:
+                handles = []
+                for n in group:
+                    st[n] = stats(get_weight(linears[n]).shape[1], dev)
+                    handles.append(linears[n].register_forward_hook(
+                        lambda _m, inp, _out, s=st[n]: s.add(inp[0].detach())))
+                try:
+                    run_block(block, hiddens, kw)
+                finally:
+                    for h in handles:
+                        h.remove()
+            if group:
+                compress(i, block, st)
+        hiddens = run_block(block, hiddens, kw)  # inputs of block i+1, from the compressed block
+        block.to(home)
+        report.block_seconds.append(time.perf_counter() - t0)
+    report.seconds = time.perf_counter() - t_start
+    return report

@@ -1,0 +1,146 @@
+"""``lessonlib reproduce``: run the registered experiments, cache their outcomes, write the report."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import inspect
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import cache_dir, get_profile, progress_disabled
+from . import CATALOG, Context, Outcome, registry, rules
+from .rules import Verdict
+
+__all__ = ["reproduce", "write_report", "config_key"]
+
+
+def config_key(claim_id: str, fn, profile) -> str:
+    """Hash of what determines an outcome: the claim, the experiment's source, the profile, torch's version."""
+    try:
+        src = inspect.getsource(inspect.getmodule(fn))
+    except (OSError, TypeError):
+        src = fn.__qualname__
+    blob = json.dumps([claim_id, src, profile.as_dict(), torch.__version__], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _outcome_to_json(o: Outcome) -> dict:
+    return {"measured": o.measured, "verdict": o.verdict.as_dict(), "summary": o.summary, "figure": o.figure,
+            "seconds": round(o.seconds, 2), "details": o.details}
+
+
+def _outcome_from_json(d: dict) -> Outcome:
+    v = d["verdict"]
+    return Outcome(measured=d["measured"], verdict=Verdict(v["status"], v["rule"]), summary=d["summary"],
+                   figure=d.get("figure"), seconds=d.get("seconds", 0.0), details=d.get("details", {}))
+
+
+def _parse_only(only) -> list[str] | None:
+    if not only:
+        return None
+    ids = [s.strip().upper() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+    bad = [i for i in ids if i not in CATALOG]
+    if bad:
+        raise ValueError(f"unknown claim ids {bad}; valid ids are C01-C41")
+    return ids
+
+
+def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = False,
+              use_cache: bool = True) -> dict[str, dict]:
+    """Run every registered claim (or ``only`` those ids), then write ``out_dir``/claims.{md,json}.
+
+    Outcomes are cached under ``$LESSONLIB_CACHE/claims`` by (claim, experiment source, profile), so an
+    interrupted run resumes where it stopped; ``force`` re-runs anyway.  Claims with no experiment yet
+    appear as pending.  An experiment that raises is reported with status ``error`` and the run goes on.
+    """
+    prof = get_profile(profile)
+    ids = _parse_only(only)
+    exps = registry()
+    ctx = Context(prof, out_dir=out_dir)
+    results: dict[str, dict] = {}
+    todo = [c for c in CATALOG if ids is None or c in ids]
+    for cid in tqdm(todo, desc=f"claims ({prof.name})", disable=progress_disabled()):
+        info = CATALOG[cid]
+        if cid not in exps:
+            o = Outcome(measured={}, verdict=rules.pending(info.issue), summary="")
+            results[cid] = _outcome_to_json(o)
+            continue
+        key = config_key(cid, exps[cid], prof)
+        path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
+        if use_cache and not force and os.path.exists(path):
+            with open(path) as f:
+                results[cid] = json.load(f)
+            continue
+        t0 = time.perf_counter()
+        try:
+            o = exps[cid](ctx)
+            if not isinstance(o, Outcome):
+                raise TypeError(f"experiment {cid} returned {type(o).__name__}, not Outcome")
+        except Exception as e:  # report it, keep going
+            o = Outcome(measured={}, verdict=Verdict("error", f"{type(e).__name__}: {e}"),
+                        summary="the experiment raised", details={"traceback": traceback.format_exc()[-4000:]})
+        o.seconds = time.perf_counter() - t0
+        results[cid] = _outcome_to_json(o)
+        if o.verdict.status != "error" and use_cache:
+            with open(path, "w") as f:
+                json.dump(results[cid], f, indent=1)
+    write_report(results, prof, out_dir, partial=ids is not None)
+    return results
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {dev}, torch {torch.__version__}"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v[:8]) + (", ..." if len(v) > 8 else "") + "]"
+    return str(v)
+
+
+def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False) -> None:
+    """Write claims.json (everything) and claims.md (a table a reader can scan) to ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _git_commit(),
+            "machine": _machine(), "profile": profile.as_dict(), "partial": partial}
+    claims = {cid: {"seeds": list(CATALOG[cid].seeds), "statement": CATALOG[cid].statement,
+                    "test": CATALOG[cid].test, "issue": CATALOG[cid].issue, **r} for cid, r in results.items()}
+    with open(os.path.join(out_dir, "claims.json"), "w") as f:
+        json.dump({"meta": meta, "claims": claims}, f, indent=1)
+    counts: dict[str, int] = {}
+    for r in results.values():
+        counts[r["verdict"]["label"]] = counts.get(r["verdict"]["label"], 0) + 1
+    lines = ["# Reproduction ledger", "",
+             f"Generated by `lessonlib reproduce --profile {profile.name}` on {meta['date']}, commit "
+             f"`{meta['commit']}`, {meta['machine']}." + (" Partial run (--only)." if partial else ""), "",
+             "Every verdict below was computed by the rule shown, from the numbers measured in the same run.", "",
+             "Totals: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), "",
+             "| claim | seed | claim (our words) | measured | verdict | rule | figure |",
+             "|---|---|---|---|---|---|---|"]
+    for cid, c in claims.items():
+        measured = "; ".join(f"{k} = {_fmt(v)}" for k, v in c["measured"].items()) or "-"
+        if c["summary"]:
+            measured = f"{c['summary']} ({measured})"
+        fig = f"![{cid}]({c['figure']})" if c.get("figure") else ""
+        row = [cid, ", ".join(c["seeds"]), c["statement"], measured, c["verdict"]["label"], c["verdict"]["rule"], fig]
+        lines.append("| " + " | ".join(s.replace("|", "/").replace("\n", " ") for s in row) + " |")
+    with open(os.path.join(out_dir, "claims.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")

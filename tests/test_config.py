@@ -1,0 +1,27 @@
+import pytest
+
+from lessonlib.config import PROFILES, get_profile
+
+
+def test_profiles_scale_up():
+    ci, lap, gpu = PROFILES["ci"], PROFILES["laptop"], PROFILES["gpu"]
+    assert ci.seqlen < lap.seqlen < gpu.seqlen
+    assert ci.calib_samples < lap.calib_samples < gpu.calib_samples
+    assert gpu.calib_seqlen == 2048 and gpu.calib_samples == 128  # the published GPTQ protocol
+
+
+def test_env_selects_profile(monkeypatch):
+    monkeypatch.setenv("LESSONLIB_PROFILE", "laptop")
+    assert get_profile().name == "laptop"
+    assert get_profile("gpu").name == "gpu"
+
+
+def test_unknown_profile_names_choices(monkeypatch):
+    monkeypatch.setenv("LESSONLIB_PROFILE", "huge")
+    with pytest.raises(ValueError, match=r"'huge'.*ci.*gpu.*laptop"):
+        get_profile()
+
+
+def test_with_changes_one_field():
+    p = PROFILES["ci"].with_(seqlen=64)
+    assert p.seqlen == 64 and p.calib_samples == PROFILES["ci"].calib_samples
