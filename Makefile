@@ -37,7 +37,7 @@ prepare: install
 	$(BIN)/lessonlib prepare
 
 lab: prepare
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: install
 	LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax --durations=15

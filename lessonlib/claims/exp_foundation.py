@@ -37,8 +37,32 @@ def c12(ctx: Context) -> Outcome:
     }
     verdict = rules.all_of(rules.within(share, 0.60, 0.72, "FFN share of block parameters (MiniLM, d_ff = 4d)"),
                            rules.within(cut_blocks, 0.28, 0.38, "block parameters removed by d_ff 4d -> 2d"))
+    path, rel = ctx.figure_path("c12_components.png")
+    _component_figure({"MiniLM (d_ff=4d)": full, "MiniLM (d_ff=2d)": half, "SmolLM2-135M": dc}, path)
     return Outcome(measured, verdict, "Counted parameters of MiniLM (d_ff = 4d) and of a real copy built with "
-                   "d_ff = 2d; SmolLM2's gated FFN (d_ff = 2.67d) shown for contrast. Embeddings dilute the share.")
+                   "d_ff = 2d; SmolLM2's gated FFN (d_ff = 2.67d) shown for contrast. Embeddings dilute the share.",
+                   figure=rel)
+
+
+def _component_figure(models: dict[str, dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.4))
+    for i, (name, c) in enumerate(models.items()):
+        left = 0.0
+        for part, color in (("embeddings", "tab:gray"), ("attention", "tab:blue"), ("ffn", "tab:orange"),
+                            ("norms", "tab:green"), ("lm_head", "tab:purple"), ("other", "tab:brown")):
+            share = c[part] / c["total"]
+            ax.barh(i, share, left=left, color=color, label=part if i == 0 else None)
+            left += share
+    ax.set_yticks(range(len(models)), list(models))
+    ax.set_xlabel("share of all parameters")
+    ax.legend(ncol=3, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 @experiment("C19")
