@@ -1,0 +1,184 @@
+"""SparseGPT (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned in
+One-Shot"), Algorithm 1, with optional joint quantization.
+
+For one linear layer with weight W (out, in) and Hessian H = 2/N X X^T (in, in) of the layer-wise loss
+||W X - W' X||^2, columns are processed left to right.  With U the *upper* Cholesky factor of H^-1
+(U^T U = H^-1, d_j = U_jj) the OBS update for eliminating column j from the remaining problem is the row
+``U[j, j:]`` scaled by ``err = (w_j - q_j) / d_j`` (their section 3.3 / Algorithm 1 line "E_{:,j-i} <- ...").
+The mask is chosen adaptively, once per block of ``block_size`` columns from the scores ``w^2 / d^2``
+(the OBS saliency); N:M masks are chosen per row for each group of ``prune_m`` columns just before the
+group is processed.  Updates inside a block are applied at once; those to later blocks lazily in one
+matrix product per block (Algorithm 1, last line).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..calib import HessianStats, SequentialReport, run_sequential
+from ..models import block_linears, get_weight, set_weight
+from .masks import _check_matrix, check_mask, check_nm, n_to_prune, nm_mask, prune_lowest_count, resolve_sparsity
+
+__all__ = ["prepare_layer", "damped_inverse", "sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
+
+Quantizer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated working copies ``(W, H, dead)`` in float32 (float64 if the weight is float64).
+
+    Dead inputs (``H_ii == 0``: the channel was always zero) get ``H_ii = 1`` and ``W[:, i] = 0``, as in the
+    SparseGPT / GPTQ reference code, so H stays invertible and the weight has no effect anyway.
+    """
+    _check_matrix(weight)
+    n = weight.shape[1]
+    if not isinstance(hessian, torch.Tensor) or tuple(hessian.shape) != (n, n):
+        shape = tuple(hessian.shape) if isinstance(hessian, torch.Tensor) else type(hessian).__name__
+        raise ValueError(f"hessian must have shape ({n}, {n}) = (in, in) for a weight {tuple(weight.shape)}, got {shape}")
+    if not torch.isfinite(hessian).all():
+        raise ValueError("hessian contains NaN or inf")
+    dt = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    W = weight.detach().to(dt).clone()  # (out, in)
+    H = hessian.detach().to(W.device, dt).clone()  # (in, in)
+    dead = torch.diag(H) == 0  # (in,)
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    return W, H, dead
+
+
+def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky: bool = False,
+                   max_tries: int = 8) -> torch.Tensor:
+    """``(H + damp I)^-1`` with ``damp = percdamp * mean(diag H)``, or its upper Cholesky factor U.
+
+    If a Cholesky factorisation fails (H not positive definite after damping) it warns, multiplies
+    ``percdamp`` by 10 and retries; after ``max_tries`` it raises ValueError.  The result is always finite.
+    """
+    if not 0.0 <= percdamp < 1e6:
+        raise ValueError(f"percdamp={percdamp} must be >= 0 (a fraction of the mean Hessian diagonal)")
+    n = hessian.shape[0]
+    mean_diag = torch.diag(hessian).mean()
+    eye = torch.eye(n, dtype=hessian.dtype, device=hessian.device)
+    frac = percdamp
+    for _ in range(max_tries):
+        L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
+        if info == 0:
+            out = torch.cholesky_inverse(L)  # H^-1, (in, in)
+            if upper_cholesky:
+                out, info = torch.linalg.cholesky_ex(out, upper=True)  # U: U^T U = H^-1
+            if info == 0 and torch.isfinite(out).all():
+                return out
+        new = max(frac * 10.0, 1e-6)
+        warnings.warn(f"Hessian is not positive definite with percdamp={frac:g}; retrying with percdamp={new:g}",
+                      RuntimeWarning, stacklevel=2)
+        frac = new
+    raise ValueError(f"Hessian still not positive definite after {max_tries} damping increases (last percdamp="
+                     f"{frac:g}); check it for degenerate statistics")
+
+
+def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor, prune_n: int = 0,
+                         prune_m: int = 0, quant: Quantizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block of SparseGPT Algorithm 1: prune (and quantize) its columns one by one with error feedback.
+
+    W1: (out, B) the block's weights, already carrying the updates from earlier blocks; changed in place.
+    U1: (B, B) the block's diagonal block of the upper Cholesky factor of H^-1.
+    mask1: (out, B) bool keep-mask; under N:M (``prune_n > 0``) it is filled in place, per row, for each
+    group of ``prune_m`` columns from ``w^2 / d^2`` just before the group is processed.
+    quant: optional ``q_col = quant(w_col)`` on a (out,) column (joint sparsification + quantization).
+    Returns ``(Q1, Err1)``: the final block weights (out, B) and the scaled errors (out, B) used for the
+    lazy update of later columns, ``W[:, i2:] -= Err1 @ U[i1:i2, i2:]``.
+    """
+    d = torch.diag(U1)  # (B,)
+    # BEGIN SOLUTION
+    Q1 = torch.zeros_like(W1)  # (out, B)
+    Err1 = torch.zeros_like(W1)  # (out, B)
+    for i in range(W1.shape[1]):
+        if prune_n and i % prune_m == 0:  # N:M: choose this group's mask from the current weights
+            score = W1[:, i:i + prune_m] ** 2 / d[i:i + prune_m] ** 2  # (out, m)
+            mask1[:, i:i + prune_m] = nm_mask(score, prune_n, prune_m)
+        w = W1[:, i]  # (out,)
+        q = w.masked_fill(~mask1[:, i], 0.0)
+        if quant is not None:
+            q = quant(q).masked_fill(~mask1[:, i], 0.0)  # pruned weights stay exactly zero
+        err = (w - q) / d[i]  # (out,)
+        W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)  # OBS update of the remaining columns
+        Q1[:, i] = q
+        Err1[:, i] = err
+    return Q1, Err1
+    # END SOLUTION
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | None, prune_n: int = 0,
+                    prune_m: int = 0, block_size: int = 128, percdamp: float = 0.01, quant: Quantizer | None = None,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT for one layer (Frantar & Alistarh 2023, Algorithm 1): ``(new weight, keep-mask)``.
+
+    weight: (out, in); hessian: (in, in) = 2/N X X^T.  Unstructured: in each block of ``block_size``
+    columns the lowest ``w^2 / d^2`` over all rows of the block are pruned; the per-block counts add up to
+    exactly ``n_to_prune(out * in, sparsity)`` (block b prunes ``n_to_prune(out * i2, s) - n_to_prune(out *
+    i1, s)``).  N:M (``prune_n`` of every ``prune_m``, see ``lessonlib.prune.masks``): per row and group;
+    ``block_size`` must be a multiple of ``prune_m``.  ``mask`` fixes the keep-mask instead (then pass
+    ``sparsity=None``).  ``quant`` quantizes each kept column jointly (GPTQ-style), ``q = quant(w_col)``.
+    The returned weight has the input's dtype; pruned entries are exactly zero.
+    """
+    W, H, _ = prepare_layer(weight, hessian)
+    out, n = W.shape
+    if mask is not None:
+        check_mask(mask, weight)
+        if sparsity is not None or prune_n or prune_m:
+            raise ValueError("pass either a fixed mask (with sparsity=None and no N:M) or sparsity/N:M, not both")
+    elif sparsity is None:
+        raise ValueError("sparsity=None needs a fixed mask=...")
+    else:
+        sparsity = resolve_sparsity(sparsity, prune_n, prune_m, n)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size={block_size!r} must be a positive int")
+    if check_nm(prune_n, prune_m) and block_size % prune_m:
+        raise ValueError(f"block_size={block_size} must be a multiple of prune_m={prune_m} so N:M groups do not "
+                         "straddle blocks")
+    U = damped_inverse(H, percdamp, upper_cholesky=True)  # (in, in), upper triangular
+    keep = torch.ones_like(W, dtype=torch.bool) if mask is None else mask.to(W.device).clone()  # (out, in)
+    for i1 in range(0, n, block_size):
+        i2 = min(i1 + block_size, n)
+        W1 = W[:, i1:i2].clone()  # (out, B)
+        U1 = U[i1:i2, i1:i2]  # (B, B)
+        mask1 = keep[:, i1:i2].clone()  # (out, B)
+        if mask is None and not prune_n:
+            score = W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2  # (out, B) OBS saliency
+            k = n_to_prune(out * i2, sparsity) - n_to_prune(out * i1, sparsity)
+            mask1 = prune_lowest_count(score, k)
+        Q1, Err1 = sparsegpt_block_step(W1, U1, mask1, prune_n, prune_m, quant)
+        W[:, i1:i2] = Q1
+        keep[:, i1:i2] = mask1
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batched update: (out, B) @ (B, in - i2)
+    if not torch.isfinite(W).all():
+        raise ValueError("SparseGPT produced non-finite weights; the Hessian is badly conditioned (raise percdamp)")
+    return W.to(weight.dtype), keep
+
+
+def sparsegpt_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, prune_n: int = 0,
+                          prune_m: int = 0, block_size: int = 128, percdamp: float = 0.01,
+                          quant_factory: Callable[[str, torch.Tensor], Quantizer] | None = None,
+                          device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor], SequentialReport]:
+    """SparseGPT on every linear layer of the decoder blocks, block by block (``run_sequential``, HessianStats).
+
+    ``quant_factory(name, weight)`` (optional) returns the column quantizer for one layer, e.g. fake-quant
+    with scales fitted to that weight.  Weights change in place.  Returns (``"<block>.<layer>"`` -> keep-mask,
+    timing report).
+    """
+    resolve_sparsity(sparsity, prune_n, prune_m)
+    masks: dict[str, torch.Tensor] = {}
+
+    def compress(i: int, block: nn.Module, stats: dict[str, HessianStats]) -> None:
+        for name, lin in block_linears(block).items():
+            w = get_weight(lin)  # (out, in)
+            quant = quant_factory(f"{i}.{name}", w) if quant_factory is not None else None
+            new, mask = sparsegpt_prune(w, stats[name].hessian(), sparsity, prune_n, prune_m, block_size,
+                                        percdamp, quant)
+            set_weight(lin, new)
+            masks[f"{i}.{name}"] = mask.cpu()
+
+    report = run_sequential(model, calib_batches, compress, stats=HessianStats, device=device)
+    return masks, report

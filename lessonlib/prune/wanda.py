@@ -1,0 +1,69 @@
+"""Wanda: pruning by Weights AND activations (Sun, Liu, Bair & Kolter 2023, "A Simple and Effective Pruning
+Approach for Large Language Models").
+
+Score (their Eq. 1): ``S_ij = |W_ij| * ||X_j||_2``, where ``X_j`` is input channel ``j`` over all calibration
+tokens.  Weights are compared *within each output row* (per-output comparison group, their section 3) and
+the lowest are set to zero; there is no weight update.  Because ranking within a row is unchanged by a
+common factor, the mean of squares (``InputNormStats.sq_norms``) gives the same mask as the sum.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..calib import InputNormStats, SequentialReport, run_sequential
+from ..models import block_linears, get_weight, set_weight
+from .masks import _check_matrix, apply_mask, nm_mask, prune_lowest, resolve_sparsity
+
+__all__ = ["wanda_mask", "wanda_prune_model"]
+
+
+def _check_norms(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> None:
+    _check_matrix(weight)
+    if not isinstance(input_sq_norms, torch.Tensor) or tuple(input_sq_norms.shape) != (weight.shape[1],):
+        shape = tuple(input_sq_norms.shape) if isinstance(input_sq_norms, torch.Tensor) else type(input_sq_norms)
+        raise ValueError(f"input_sq_norms must have shape ({weight.shape[1]},) = (in,), got {shape}")
+    if not torch.isfinite(input_sq_norms).all() or (input_sq_norms < 0).any():
+        raise ValueError("input_sq_norms must be finite and >= 0 (sums or means of squares)")
+
+
+def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: float, prune_n: int = 0,
+               prune_m: int = 0) -> torch.Tensor:
+    """Wanda keep-mask for one linear layer (Sun et al. 2023, Eq. 1 and the per-output comparison group).
+
+    weight: (out, in); input_sq_norms: (in,) per-input-channel sum or mean of x_j^2 over calibration tokens.
+    Unstructured: in every output row prune exactly ``n_to_prune(in, sparsity)`` entries with the lowest
+    ``|W_ij| * sqrt(input_sq_norms_j)`` (ties: lower column first).  N:M (``prune_n`` of every ``prune_m``
+    consecutive inputs, see ``lessonlib.prune.masks``): the lowest ``prune_n`` scores of each group.
+    Returns a bool mask (out, in), True = keep.
+    """
+    _check_norms(weight, input_sq_norms)
+    resolve_sparsity(sparsity, prune_n, prune_m, weight.shape[1])
+    # BEGIN SOLUTION
+    score = weight.abs() * input_sq_norms.to(weight.device, weight.dtype).sqrt().unsqueeze(0)  # (out, in)
+    if prune_n:
+        return nm_mask(score, prune_n, prune_m)
+    return prune_lowest(score, sparsity, per_row=True)
+    # END SOLUTION
+
+
+def wanda_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, prune_n: int = 0,
+                      prune_m: int = 0, device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor],
+                                                                                     SequentialReport]:
+    """Wanda on every linear layer of the decoder blocks, block by block (``lessonlib.calib.run_sequential``).
+
+    As in the reference code each block is calibrated on the outputs of the already-pruned blocks before
+    it.  Weights are changed in place.  Returns (``"<block>.<layer>"`` -> keep-mask, timing report).
+    """
+    resolve_sparsity(sparsity, prune_n, prune_m)
+    masks: dict[str, torch.Tensor] = {}
+
+    def compress(i: int, block: nn.Module, stats: dict[str, InputNormStats]) -> None:
+        for name, lin in block_linears(block).items():
+            w = get_weight(lin)  # (out, in)
+            mask = wanda_mask(w.float(), stats[name].sq_norms(), sparsity, prune_n, prune_m)
+            set_weight(lin, apply_mask(w, mask))
+            masks[f"{i}.{name}"] = mask.cpu()
+
+    report = run_sequential(model, calib_batches, compress, stats=InputNormStats, device=device)
+    return masks, report
