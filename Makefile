@@ -12,14 +12,14 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR          := $(CURDIR)/.ipython
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install prepare lab test unit notebooks reproduce exercises grade bench clean
+.PHONY: help install prepare lab test unit notebooks reproduce exercises grade check-exercises bench clean
 
 help:
 	@echo "make lab        install, prepare the embedded model, open JupyterLab on notebooks/"
 	@echo "make test       install if needed; unit tests + every notebook under the ci profile (nbval)"
 	@echo "make reproduce  run the claim ledger (LESSONLIB_PROFILE=ci|laptop|gpu) -> reports/claims.md"
 	@echo "make exercises  regenerate exercises/ and solutions/ from the marked reference code"
-	@echo "make grade      grade exercises/ (your answers) with the autograder"
+	@echo "make grade      grade exercises/ (your answers); one file: make grade FILE=exercises/00_model_anatomy.py"
 	@echo "make bench      run benchmarks/"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -55,7 +55,12 @@ exercises: install
 	$(BIN)/lessonlib exercises build
 
 grade: install
-	$(BIN)/lessonlib grade exercises
+	$(BIN)/lessonlib grade $(or $(FILE),exercises) $(if $(FILE),,--out build/grades/exercises.csv)
+
+check-exercises: install
+	$(BIN)/lessonlib exercises build --check
+	$(BIN)/lessonlib grade solutions --out build/grades/solutions.csv --fail-under 100
+	$(BIN)/lessonlib exercises mutants
 
 bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -1,0 +1,143 @@
+"""Entry points of ``lessonlib grade`` and ``lessonlib exercises`` (wired into lessonlib.cli by the lead)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["cli_grade", "cli_exercises"]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:  # --help or a usage error: return the code instead of exiting
+        return int(e.code or 0)
+
+
+def cli_grade(argv: list[str]) -> int:
+    """``lessonlib grade FILE_OR_FOLDER [--out result.json|grades.csv] [--timeout S] ...``; returns the exit code."""
+    from .results import format_file, write_csv, write_json
+    from .runner import DEFAULT_TIMEOUT_S, discover_submissions, grade_file, grade_file_inprocess, grade_folder
+
+    p = argparse.ArgumentParser(prog="lessonlib grade", description="Grade a submission file or a folder of them.")
+    p.add_argument("path", help="a .py file (e.g. exercises/03_gptq.py) or a folder of submissions")
+    p.add_argument("--out", help="result file: JSON for a file (default: FILE.result.json beside it), CSV for a "
+                                 "folder (default: FOLDER/grades.csv; full details go to the same name .json)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help=f"seconds per submission (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--question-timeout", type=float, help="seconds per question (default: each exercise's limit)")
+    p.add_argument("--notebook", help="which notebook's exercises (default: from the file name)")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (folders)")
+    p.add_argument("--fail-under", type=float, help="exit 1 if any submission scores below this percentage")
+    p.add_argument("--in-process", action="store_true", help="no worker process (faster, no time limit)")
+    p.add_argument("--brief", action="store_true", help="one line per question, no failure details")
+    a = _parse(p, argv)
+    if isinstance(a, int):
+        return a
+    if not os.path.exists(a.path):
+        print(f"lessonlib grade: {a.path} does not exist", file=sys.stderr)
+        return 2
+    if os.path.isdir(a.path):
+        own_work = len({student for student, _ in discover_submissions(a.path)}) == 1  # e.g. `lessonlib grade exercises`
+
+        def show(r):
+            if own_work:
+                print(format_file(r, detail=not a.brief), flush=True)
+            else:
+                print(f"  {r.student:<20} {os.path.basename(r.path):<28} {r.score:>4}/{r.max_score:<4} {r.status}",
+                      flush=True)
+
+        results = grade_folder(a.path, a.notebook, timeout=a.timeout, question_timeout=a.question_timeout,
+                               jobs=a.jobs, on_result=show)
+        if not results:
+            print(f"lessonlib grade: no .py submissions in {a.path}", file=sys.stderr)
+            return 2
+        out = a.out or os.path.join(a.path, "grades.csv")
+        write_csv(results, out)
+        write_json(results, os.path.splitext(out)[0] + ".json")
+        print(f"{len(results)} submissions graded; wrote {out}")
+    else:
+        if a.in_process:
+            results = [grade_file_inprocess(a.path, a.notebook, time_limit_s=a.question_timeout)]
+        else:
+            results = [grade_file(a.path, a.notebook, timeout=a.timeout, question_timeout=a.question_timeout)]
+        print(format_file(results[0], detail=not a.brief))
+        out = a.out or os.path.splitext(a.path)[0] + ".result.json"
+        write_json(results[0], out)
+        print(f"wrote {out}")
+    if a.fail_under is not None and any(r.percent < a.fail_under for r in results):
+        return 1
+    return 0
+
+
+def cli_exercises(argv: list[str]) -> int:
+    """``lessonlib exercises build [--check] | list | mutants``; returns the exit code."""
+    p = argparse.ArgumentParser(prog="lessonlib exercises", description="Generate and inspect graded exercises.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="write exercises/NN_topic.py and solutions/NN_topic.py from the markers")
+    b.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale or stray")
+    b.add_argument("--root", help="where exercises/ and solutions/ live (default: the lessonlib checkout)")
+    sub.add_parser("list", help="every exercise with its points")
+    sub.add_parser("mutants", help="grade the planted wrong implementations; print the mutation score")
+    a = _parse(p, argv)
+    if isinstance(a, int):
+        return a
+    if a.cmd == "build":
+        return _build(a.root, a.check)
+    if a.cmd == "list":
+        return _list()
+    return _mutants()
+
+
+def _build(root: str | None, check: bool) -> int:
+    from .extract import build, find_marked_functions, generate_all, leaked_lines
+    from .registry import all_exercises
+
+    leaks = {nb: leaked_lines(g) for nb, g in generate_all().items()}
+    report = build(root, check=check)
+    for path in report.written:
+        print(f"wrote {os.path.relpath(path)}")
+    for path in report.stale:
+        print(f"stale: {os.path.relpath(path)} (run `lessonlib exercises build`)")
+    for path in report.stray:
+        print(f"stray: {os.path.relpath(path)} (no exercise spec generates it; delete it or add a specs_NN module)")
+    bad = False
+    for nb, lines in leaks.items():
+        if lines:
+            bad = True
+            print(f"leak: exercises/{nb}.py contains solution code: {lines}")
+    registered = {e.reference for e in all_exercises()}
+    loose = [f for f in find_marked_functions() if f not in registered]
+    if loose:
+        print(f"note: marked but not yet registered in a specs_NN module: {', '.join(loose)}")
+    if not (report.written or report.stale or report.stray):
+        print("exercises/ and solutions/ are up to date")
+    return 1 if (bad or not report.ok) else 0
+
+
+def _list() -> int:
+    from .registry import all_exercises, total_points
+
+    for e in all_exercises():
+        print(f"{e.id:<8} {e.points:>3}  {e.notebook:<24} {e.function:<32} {len(e.checks)} checks")
+    print(f"{len(all_exercises())} exercises, {total_points()} points")
+    return 0
+
+
+def _mutants() -> int:
+    from .mutants import MIN_MUTANTS_PER_EXERCISE, all_mutants, run_mutation_suite
+    from .registry import all_exercises
+
+    outcomes = run_mutation_suite()
+    for o in outcomes:
+        how = f"caught by: {', '.join(o.caught_by) or o.status}" if o.caught else "SURVIVED"
+        print(f"{o.mutant.exercise_id:<7} {'ok ' if o.caught else 'BAD'} {o.mutant.description}\n"
+              f"{'':12}{how}")
+    caught = sum(o.caught for o in outcomes)
+    print(f"mutation score: {caught}/{len(outcomes)} caught")
+    planted = all_mutants()
+    thin = [e.id for e in all_exercises() if len(planted.get(e.id, [])) < MIN_MUTANTS_PER_EXERCISE]
+    if thin:
+        print(f"exercises with fewer than {MIN_MUTANTS_PER_EXERCISE} mutants: {', '.join(thin)}")
+    return 0 if caught == len(outcomes) and not thin else 1
