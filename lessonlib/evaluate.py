@@ -281,7 +281,7 @@ def measure_latency(fn: Callable[[], object], warmup: int = 2, repeats: int | No
         fn()
         _sync()
         times.append(time.perf_counter() - t0)
-    q = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
     return LatencyResult(median_s=statistics.median(times), p10_s=q[0], p90_s=q[-1], repeats=repeats)
 
 

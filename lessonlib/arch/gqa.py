@@ -1,0 +1,103 @@
+"""Multi-head to grouped-query attention by mean-pooling key and value heads.
+
+Ainslie et al. 2023, "GQA: Training Generalized Multi-Query Transformer Models from Multi-Head
+Checkpoints", section 2.1: a multi-head checkpoint is converted by *mean-pooling* the key and value
+projection matrices of the heads in each group (better than keeping one head or random init), then
+uptrained for a few percent of the original steps.  Here we do the conversion only and measure what the
+pooling costs before any uptraining.  Query heads ``g*r .. g*r+r-1`` read KV head ``g``; pooling merges
+consecutive KV heads, so the query-to-group assignment stays the one ``repeat_kv`` expects.
+
+KV-cache bytes per token shrink by ``n_kv / n_kv'`` (``lessonlib.evaluate.kv_cache_bytes_per_token``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..evaluate import kv_cache_bytes_per_token, perplexity
+from ..models import decoder_blocks
+from .ffn import arch_kind, linear_from
+
+__all__ = ["mean_pool_heads", "convert_to_gqa", "kv_cache_report", "gqa_quality"]
+
+
+def mean_pool_heads(weight: torch.Tensor, bias: torch.Tensor | None, n_heads: int,
+                    n_groups: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Average consecutive heads of a K or V projection (Ainslie et al. 2023, section 2.1).
+
+    weight: (n_heads * d, C), head ``h`` = rows ``h*d:(h+1)*d``; bias (n_heads * d,) or None.
+    Returns (n_groups * d, C) and (n_groups * d,): group ``g`` is the mean of heads ``g*s .. g*s+s-1`` with
+    ``s = n_heads / n_groups``.
+    """
+    if n_groups < 1 or n_heads % n_groups:
+        raise ValueError(f"n_groups={n_groups} must be >= 1 and divide n_heads={n_heads}")
+    if weight.shape[0] % n_heads:
+        raise ValueError(f"weight has {weight.shape[0]} rows, not a multiple of n_heads={n_heads}")
+    d, s = weight.shape[0] // n_heads, n_heads // n_groups
+    W = weight.reshape(n_groups, s, d, weight.shape[1]).mean(1)  # (n_groups, d, C)
+    b = None if bias is None else bias.reshape(n_groups, s, d).mean(1).reshape(-1)  # (n_groups * d,)
+    return W.reshape(n_groups * d, weight.shape[1]), b
+
+
+@torch.no_grad()
+def convert_to_gqa(model: nn.Module, num_kv_heads: int) -> nn.Module:
+    """Pool every block's K and V heads down to ``num_kv_heads`` (in place; returns the model).
+
+    Works from MHA (``num_key_value_heads == num_attention_heads``) and from GQA to fewer groups (SmolLM2:
+    3 -> 1 is multi-query attention).  Updates ``num_key_value_groups`` of each attention module and
+    ``config.num_key_value_heads``.
+    """
+    if arch_kind(model) != "llama":
+        raise ValueError("convert_to_gqa needs a LLaMA-style decoder")
+    cfg = model.config
+    n_q, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    if not isinstance(num_kv_heads, int) or num_kv_heads < 1 or n_kv % num_kv_heads:
+        raise ValueError(f"num_kv_heads={num_kv_heads!r} must be a positive divisor of the current "
+                         f"{n_kv} KV heads")
+    for block in decoder_blocks(model):
+        a = block.self_attn
+        cur = a.k_proj.out_features // a.head_dim
+        if cur != n_kv or a.q_proj.out_features // a.head_dim != n_q:
+            raise ValueError("the blocks' head counts differ from the config (heads were pruned unevenly); "
+                             "convert_to_gqa needs every block to match the config")
+        for name in ("k_proj", "v_proj"):
+            lin = getattr(a, name)
+            W, b = mean_pool_heads(lin.weight.data, None if lin.bias is None else lin.bias.data, n_kv, num_kv_heads)
+            setattr(a, name, linear_from(W, b, lin))
+        a.num_key_value_groups = n_q // num_kv_heads
+    cfg.head_dim = decoder_blocks(model)[0].self_attn.head_dim
+    cfg.num_key_value_heads = num_kv_heads
+    return model
+
+
+def kv_cache_report(model: nn.Module, bytes_per_elem: float = 2) -> dict:
+    """KV-cache bytes per token of a LLaMA-style model from its real K projections (fp16 by default)."""
+    blocks = decoder_blocks(model)
+    a = blocks[0].self_attn
+    kv = {blk.self_attn.k_proj.out_features // blk.self_attn.head_dim for blk in blocks}
+    if len(kv) != 1:
+        raise ValueError(f"KV head counts differ across blocks: {sorted(kv)}")
+    n_kv = kv.pop()
+    return {"layers": len(blocks), "kv_heads": n_kv, "head_dim": a.head_dim,
+            "bytes_per_token": kv_cache_bytes_per_token(len(blocks), n_kv, a.head_dim, bytes_per_elem)}
+
+
+def gqa_quality(model: nn.Module, tokens: torch.Tensor, kv_heads: list[int], seqlen: int,
+                max_windows: int | None = None) -> dict:
+    """Perplexity and KV bytes per token before and after mean-pooling to each ``kv_heads`` value.
+
+    ``model`` is not modified (each conversion works on a deep copy).  ``tokens`` is a 1-D held-out
+    stream.  Returns ``{"original": {...}, "kv<k>": {"ppl", "bytes_per_token", "kv_reduction", ...}}``.
+    """
+    import copy
+
+    kw = dict(tokens=tokens, seqlen=seqlen, max_windows=max_windows, progress=False)
+    base = {**kv_cache_report(model), "ppl": perplexity(model, **kw).ppl}
+    out = {"original": base}
+    for k in kv_heads:
+        m = convert_to_gqa(copy.deepcopy(model), k)
+        rep = kv_cache_report(m)
+        out[f"kv{k}"] = {**rep, "ppl": perplexity(m, **kw).ppl,
+                         "kv_reduction": base["bytes_per_token"] / rep["bytes_per_token"]}
+        del m
+    return out

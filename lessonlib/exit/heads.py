@@ -1,0 +1,139 @@
+"""Early-exit heads on a frozen LLaMA-style decoder, and their training.
+
+Schuster et al. (2022), "Confident Adaptive Language Modeling" (CALM), section 3 / 5: after every block i
+an intermediate hidden state h_i can be decoded by the model's own output layer, W_out * norm(h_i); the
+early-exit classifiers share the LM head, and the backbone is trained (here: kept frozen) so that these
+intermediate predictions are good.  Each ``ExitHead`` here is a trainable copy of the final norm, an optional
+small residual adapter ``h + A h`` (A zero-initialised, so an untrained head is the plain "logit lens"), and
+the shared, frozen LM head.  The last block needs no head: its exit is the model's own output.
+
+Training (backbone frozen): either distil each head towards the final layer's distribution
+(KD, CALM's "oracle" of consistency with the full model; loss = T^2 KL, ``lessonlib.distill.losses.kd_kl``)
+or cross-entropy on the next tokens (``objective="ce"``).
+"""
+from __future__ import annotations
+
+import copy
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import get_profile, progress_disabled
+from ..distill.losses import kd_kl
+from ..distill.train import batch_indices
+from ..models import decoder_blocks
+
+__all__ = ["ExitHead", "ExitHeads", "check_llama_like", "block_outputs", "train_exit_heads"]
+
+
+def check_llama_like(model: nn.Module) -> None:
+    """Raise ValueError unless ``model`` has the LLaMA layout early exit relies on."""
+    inner = getattr(model, "model", None)
+    ok = all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) and hasattr(model, "lm_head")
+    if ok:
+        attn = inner.layers[0].self_attn
+        ok = all(hasattr(attn, a) for a in ("k_proj", "v_proj", "head_dim")) and not hasattr(attn, "k_norm")
+    if not ok:
+        raise ValueError(f"early exit needs a LLaMA-style decoder (model.layers, model.norm, rotary_emb, lm_head, "
+                         f"k_proj/v_proj); got {type(model).__name__} "
+                         f"(model_type={getattr(getattr(model, 'config', None), 'model_type', None)!r})")
+
+
+class ExitHead(nn.Module):
+    """logits = lm_head(norm(h + adapter(h))) with a trainable norm copy; ``lm_head`` is shared, not owned."""
+
+    def __init__(self, final_norm: nn.Module, lm_head: nn.Module, hidden: int, adapter: bool = False):
+        super().__init__()
+        self.norm = copy.deepcopy(final_norm)
+        self.adapter = nn.Linear(hidden, hidden, bias=False) if adapter else None
+        if self.adapter is not None:
+            nn.init.zeros_(self.adapter.weight)  # starts as the plain logit lens
+        self._lm_head = (lm_head,)  # a tuple hides it from .parameters(): the head is shared and frozen
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.adapter is not None:
+            h = h + self.adapter(h)  # (..., C)
+        return self._lm_head[0](self.norm(h))  # (..., V)
+
+
+class ExitHeads(nn.Module):
+    """One ``ExitHead`` after each of the first L-1 blocks of ``model``; exit L-1 is the model's own output."""
+
+    def __init__(self, model: nn.Module, adapter: bool = False):
+        super().__init__()
+        check_llama_like(model)
+        self.n_blocks = len(decoder_blocks(model))
+        hidden = model.config.hidden_size
+        self.heads = nn.ModuleList(ExitHead(model.model.norm, model.lm_head, hidden, adapter)
+                                   for _ in range(self.n_blocks - 1))
+        self._model = (model,)
+
+    def logits(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Logits of exit ``i`` (0-based block index) from that block's output h (..., C)."""
+        if not 0 <= i < self.n_blocks:
+            raise ValueError(f"exit index {i} is outside 0..{self.n_blocks - 1}")
+        if i == self.n_blocks - 1:
+            m = self._model[0]
+            return m.lm_head(m.model.norm(h))
+        return self.heads[i](h)
+
+
+def block_outputs(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """The output hidden state of every decoder block, each (B, T, C), from one full forward pass."""
+    outs: list[torch.Tensor] = []
+
+    def hook(_m, _inp, out):
+        outs.append(out[0] if isinstance(out, tuple) else out)
+
+    handles = [b.register_forward_hook(hook) for b in decoder_blocks(model)]
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
+def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, steps: int | None = None,
+                     batch_size: int | None = None, lr: float = 1e-3, objective: str = "kd", T: float = 1.0,
+                     seed: int = 0, profile=None) -> list[float]:
+    """Train the exit heads on a frozen backbone; returns the summed head loss of each step.
+
+    ``objective="kd"``: T^2 KL(final layer's distribution || exit distribution) at temperature T;
+    ``objective="ce"``: next-token cross-entropy.  ``windows`` (N, T) token ids.  Steps / batch size default
+    to the profile.  Heads are backpropagated one at a time, so memory holds one head's logits.
+    """
+    if objective not in ("kd", "ce"):
+        raise ValueError(f"objective={objective!r}; choose 'kd' or 'ce'")
+    if windows.dim() != 2 or windows.shape[1] < 2:
+        raise ValueError(f"windows must be (N, T) token ids with T >= 2, got shape {tuple(windows.shape)}")
+    prof = get_profile(profile)
+    steps = prof.train_steps if steps is None else steps
+    batch_size = prof.batch_size if batch_size is None else batch_size
+    if steps < 1 or not lr > 0:
+        raise ValueError(f"steps={steps} must be >= 1 and lr={lr} > 0")
+    params = [p for p in heads.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    dev = next(model.parameters()).device
+    model.eval()
+    losses = []
+    for step in tqdm(range(steps), desc=f"exit heads ({objective})", disable=progress_disabled()):
+        x = windows[batch_indices(windows.shape[0], batch_size, step, seed)].to(dev)  # (B, T)
+        with torch.no_grad():
+            hs = block_outputs(model, x)  # L x (B, T, C)
+            final = heads.logits(heads.n_blocks - 1, hs[-1])[:, :-1]  # (B, T-1, V)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for i in range(heads.n_blocks - 1):
+            z = heads.logits(i, hs[i])[:, :-1]  # (B, T-1, V)
+            if objective == "kd":
+                loss = kd_kl(z, final, T)
+            else:
+                loss = F.cross_entropy(z.reshape(-1, z.shape[-1]).float(), x[:, 1:].reshape(-1))
+            loss.backward()
+            total += float(loss.detach())
+        opt.step()
+        losses.append(total)
+    return losses
+

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from lessonlib.exit.decide import exit_statistics, threshold_sweep
+from lessonlib.exit.heads import ExitHeads, block_outputs, train_exit_heads
+from lessonlib.models import tiny_causal_lm
+
+
+def test_heads_structure_and_logit_lens():
+    m = tiny_causal_lm("llama", layers=3)
+    heads = ExitHeads(m, adapter=True)
+    assert len(heads.heads) == 2 and heads.n_blocks == 3
+    n_own = sum(p.numel() for p in heads.parameters())
+    assert n_own == 2 * (64 + 64 * 64)  # norm weight + adapter per head; the shared LM head is not owned
+    x = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(0))
+    hs = block_outputs(m, x)
+    assert len(hs) == 3 and all(h.shape == (2, 7, 64) for h in hs)
+    with torch.no_grad():
+        # zero-initialised adapter: an untrained head is the logit lens lm_head(norm(h))
+        assert torch.allclose(heads.logits(0, hs[0]), m.lm_head(m.model.norm(hs[0])), atol=1e-6)
+        assert torch.allclose(heads.logits(2, hs[2]), m(x).logits, atol=1e-5)
+    with pytest.raises(ValueError, match="exit index"):
+        heads.logits(3, hs[0])
+
+
+@pytest.mark.parametrize("objective", ["kd", "ce"])
+def test_training_heads_improves_early_exits_and_keeps_backbone(objective):
+    m = tiny_causal_lm("llama", layers=3, seed=0)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" not in name:
+                p.mul_(3)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    heads = ExitHeads(m, adapter=True)
+    data = torch.randint(0, 256, (8, 16), generator=torch.Generator().manual_seed(0))
+    conf0, nll0 = exit_statistics(m, heads, data[:4])
+    losses = train_exit_heads(m, heads, data, steps=15, batch_size=4, lr=1e-2, objective=objective)
+    assert len(losses) == 15 and losses[-1] < losses[0]
+    conf1, nll1 = exit_statistics(m, heads, data[:4])
+    if objective == "ce":  # trained on these tokens: the early exits' NLL drops
+        assert nll1[0].mean() < nll0[0].mean()
+    else:  # the early exits move towards the final layer's distribution
+        p0 = threshold_sweep(conf0, nll0, [0.0])[0].ppl
+        p1 = threshold_sweep(conf1, nll1, [0.0])[0].ppl
+        full = threshold_sweep(conf1, nll1, [2.0])[0].ppl
+        assert abs(p1 - full) < abs(p0 - full)
+    assert torch.equal(nll1[-1], nll0[-1])  # the final exit is the untouched model
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    with pytest.raises(ValueError, match="objective"):
+        train_exit_heads(m, heads, data, steps=1, objective="mse")
