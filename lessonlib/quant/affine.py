@@ -1,0 +1,195 @@
+"""Affine (uniform) quantization grids: the building block of every quantizer in ``lessonlib.quant``.
+
+A real weight is stored as an integer code ``q`` plus a per-group ``scale`` s and ``zero`` point z and
+read back as ``w_hat = (q - z) * s`` (Jacob et al. 2018, "Quantization and Training of Neural Networks
+for Efficient Integer-Arithmetic-Only Inference", eq. 1; Nagel et al. 2021, "A White Paper on Neural
+Network Quantization", section 2.2).
+
+Conventions used throughout the track (``QuantScheme``):
+
+* ``bits`` in 2..8.
+* ``group_size``: ``0`` = one (scale, zero) for the whole tensor, ``-1`` = one per output row
+  ("per-channel"), ``g > 0`` = one per run of ``g`` consecutive input columns of each row
+  ("per-group"; ``g`` must divide the row).  Scales and zeros therefore have shape ``(1, 1)``,
+  ``(out, 1)`` or ``(out, in // g)``.
+* asymmetric (``sym=False``): codes in ``[0, 2^b - 1]``; the group's minimum maps exactly to code 0
+  and its maximum exactly to code ``2^b - 1``: ``s = (max - min) / (2^b - 1)`` and ``z = -min / s``.
+  The zero point is kept as a float (llama.cpp ``Q4_1`` / HQQ convention: ``w_hat = q * s + min``);
+  GPTQ's and AWQ's reference code round it to an integer, which moves the grid by up to s/2.  With the
+  float zero, a tensor that already lies on such a grid (e.g. SmolLM2's ``Q4_1`` weights, groups of 32)
+  is reproduced exactly.
+* symmetric (``sym=True``): signed codes in ``[-2^(b-1), 2^(b-1) - 1]``, ``z = 0`` and
+  ``s = max|w| / (2^(b-1) - 1)`` (the "restricted range": the most negative code is part of the grid but
+  only reached by clamping, so +max and -max are both representable).
+* an optional ``clip_ratio`` r in (0, 1] (AWQ's clip search) clips the group's range to
+  ``[-r * max|w|, r * max|w|]`` before the grid is fitted; values outside land on the end codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["QuantScheme", "QuantizedWeight", "compute_qparams", "quantize_codes", "dequantize_codes",
+           "expand_qparams", "quantize", "dequantize", "fake_quant", "check_finite"]
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """Bit width, grouping and symmetry shared by RTN, GPTQ, OBQ, AWQ, packing and ``QuantLinear``.
+
+    ``group_size``: 0 = per-tensor, -1 = per output channel (row), g > 0 = groups of g input columns.
+    """
+
+    bits: int = 4
+    group_size: int = 64
+    sym: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+            raise ValueError(f"bits={self.bits!r} is outside 2..8")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < -1:
+            raise ValueError(f"group_size={self.group_size!r} is not allowed; use 0 (per-tensor), "
+                             "-1 (per output channel) or a positive group size")
+        if not isinstance(self.sym, bool):
+            raise ValueError(f"sym={self.sym!r} must be a bool")
+
+    @property
+    def qmin(self) -> int:
+        return -(2 ** (self.bits - 1)) if self.sym else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.sym else 2 ** self.bits - 1
+
+    def n_groups(self, in_features: int) -> int:
+        """Number of (scale, zero) columns per row for a weight with ``in_features`` columns."""
+        if self.group_size <= 0:
+            return 1
+        if in_features % self.group_size:
+            raise ValueError(f"group_size={self.group_size} does not divide the row length {in_features}; "
+                             "use a divisor of it, -1 (per channel) or 0 (per tensor)")
+        return in_features // self.group_size
+
+    def __str__(self) -> str:
+        g = {0: "tensor", -1: "channel"}.get(self.group_size, f"g{self.group_size}")
+        return f"{'sym' if self.sym else 'asym'}{self.bits}-{g}"
+
+
+@dataclass
+class QuantizedWeight:
+    """Integer codes (out, in) with their scales and zeros ((1|out, G)) and, optionally, the group of each
+    input column ``g_idx`` (in,) when groups are not contiguous (GPTQ with act-order)."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+    scheme: QuantScheme
+    g_idx: torch.Tensor | None = None
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return dequantize(self.codes, self.scales, self.zeros, g_idx=self.g_idx, dtype=dtype)
+
+
+def check_finite(t: torch.Tensor, what: str = "weight") -> None:
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{what} has {bad} non-finite entries (NaN or inf); quantization needs finite values")
+
+
+def _check_weight(w: torch.Tensor) -> None:
+    if not isinstance(w, torch.Tensor) or w.dim() != 2:
+        raise ValueError(f"expected a 2-D weight (out, in), got {getattr(w, 'shape', type(w))}")
+    if not w.is_floating_point():
+        raise ValueError(f"weight must be floating point, got {w.dtype}")
+    check_finite(w)
+
+
+def _clip_ratio(r: float | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor | float:
+    if isinstance(r, torch.Tensor):
+        if ((r <= 0) | (r > 1)).any() or not torch.isfinite(r).all():
+            raise ValueError("clip_ratio entries must lie in (0, 1]")
+        return r.float().expand(shape)
+    if not 0.0 < float(r) <= 1.0:
+        raise ValueError(f"clip_ratio={r} is outside (0, 1]")
+    return float(r)
+
+
+def compute_qparams(w: torch.Tensor, scheme: QuantScheme,
+                    clip_ratio: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales and zeros of ``w`` (out, in) under ``scheme``: two float32 tensors of shape (1|out, G).
+
+    ``clip_ratio`` is a float or a tensor broadcastable to (1|out, G) with entries in (0, 1].
+    """
+    _check_weight(w)
+    out_f, in_f = w.shape
+    G = scheme.n_groups(in_f)
+    if scheme.group_size == 0:
+        wg = w.float().reshape(1, 1, -1)  # (1, 1, out*in)
+    else:
+        wg = w.float().reshape(out_f, G, in_f // G)  # (out, G, g)
+    r = _clip_ratio(clip_ratio, wg.shape[:2])
+    # BEGIN SOLUTION
+    absmax = wg.abs().amax(dim=-1) * r  # (rows, G)
+    if scheme.sym:
+        scales = absmax / scheme.qmax
+        zeros = torch.zeros_like(scales)
+        scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # all-zero group: any scale is exact
+    else:
+        wmax = torch.minimum(wg.amax(dim=-1), absmax)  # clip the range to [-r max|w|, r max|w|]
+        wmin = torch.maximum(wg.amin(dim=-1), -absmax)
+        scales = (wmax - wmin) / scheme.qmax
+        const = scales <= 0  # constant group: scale 1, zero -min reproduces it exactly
+        scales = torch.where(const, torch.ones_like(scales), scales)
+        zeros = -wmin / scales
+    # END SOLUTION
+    return scales, zeros
+
+
+def expand_qparams(p: torch.Tensor, in_features: int, g_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """(1|out, G) -> (1|out, in): the parameter of each input column (contiguous groups or ``g_idx``)."""
+    if g_idx is not None:
+        return p[:, g_idx.long()]
+    if in_features % p.shape[1]:
+        raise ValueError(f"{p.shape[1]} groups do not divide {in_features} input columns")
+    return p.repeat_interleave(in_features // p.shape[1], dim=1)
+
+
+def quantize_codes(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """Round ``w`` onto the grid given by broadcastable ``scales``/``zeros``: int32 codes, clamped to the grid."""
+    q = torch.round(w.float() / scales + zeros)
+    return q.clamp_(scheme.qmin, scheme.qmax).to(torch.int32)
+
+
+def dequantize_codes(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """``(q - z) * s`` with broadcasting, in the dtype of ``scales``."""
+    return (q.to(scales.dtype) - zeros.to(scales.dtype)) * scales
+
+
+def quantize(w: torch.Tensor, scheme: QuantScheme, clip_ratio: float | torch.Tensor = 1.0) -> QuantizedWeight:
+    """Round-to-nearest quantization of a weight (out, in): codes (out, in) int32 + scales/zeros (1|out, G)."""
+    scales, zeros = compute_qparams(w, scheme, clip_ratio)  # (rows, G)
+    in_f = w.shape[1]
+    codes = quantize_codes(w, expand_qparams(scales, in_f), expand_qparams(zeros, in_f), scheme)  # (out, in)
+    return QuantizedWeight(codes, scales, zeros, scheme)
+
+
+def dequantize(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+               g_idx: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Codes (out, in) and scales/zeros (1|out, G) back to a float weight (out, in).
+
+    Computed in the scales' dtype, then cast to ``dtype`` (default: the scales' dtype).
+    ``zeros=None`` means symmetric (z = 0).
+    """
+    if codes.dim() != 2 or scales.dim() != 2:
+        raise ValueError(f"codes and scales must be 2-D, got {tuple(codes.shape)} and {tuple(scales.shape)}")
+    in_f = codes.shape[1]
+    s = expand_qparams(scales, in_f, g_idx)  # (rows, in)
+    z = torch.zeros_like(s) if zeros is None else expand_qparams(zeros, in_f, g_idx)
+    w = dequantize_codes(codes, s, z)  # (out, in)
+    return w if dtype is None else w.to(dtype)
+
+
+def fake_quant(w: torch.Tensor, scheme: QuantScheme, clip_ratio: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Quantize then dequantize (round-to-nearest): a weight of the same shape and dtype, on the grid."""
+    return quantize(w, scheme, clip_ratio).dequantize(torch.float32).to(w.dtype)

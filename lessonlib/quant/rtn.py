@@ -1,0 +1,48 @@
+"""Round-to-nearest (RTN) weight quantization: the baseline every calibrated method is compared with.
+
+Each weight is rounded independently to the nearest point of its group's min-max grid (the "RTN"
+baseline of GPTQ, Frantar et al. 2022, Table 1, and of AWQ, Lin et al. 2023, Table 4).  The layer-level
+function is ``affine.quantize`` / ``affine.fake_quant``; this module only walks a model.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..models import get_weight, set_weight
+from .affine import QuantScheme, QuantizedWeight, fake_quant, quantize
+from .qlinear import WeightOnlyConfig, default_filter, is_linear_like, quantize_
+
+__all__ = ["rtn_quantize", "rtn_quantize_model"]
+
+
+def rtn_quantize(weight: torch.Tensor, scheme: QuantScheme) -> QuantizedWeight:
+    """Layer level: codes, scales and zeros of ``weight`` (out, in) rounded to nearest."""
+    return quantize(weight, scheme)
+
+
+def rtn_quantize_model(model: nn.Module, scheme: QuantScheme, pack: bool = False,
+                       filter_fn: Callable[[nn.Module, str], bool] | None = None,
+                       scale_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Quantize every selected linear layer of ``model`` in place (default: all but ``lm_head``).
+
+    ``pack=False`` writes the fake-quantized weight back with ``set_weight`` (the model keeps float
+    layers: for accuracy studies); ``pack=True`` swaps in ``QuantLinear`` layers holding packed codes.
+    Returns each layer's relative weight error ||W - W_hat||_F / ||W||_F by fully qualified name.
+    """
+    keep = filter_fn or default_filter
+    targets = {n: m for n, m in model.named_modules() if is_linear_like(m) and keep(m, n)}
+    if not targets:
+        raise ValueError("rtn_quantize_model selected no linear layer; check filter_fn")
+    errors = {}
+    for n, m in targets.items():
+        w = get_weight(m)  # (out, in)
+        wq = fake_quant(w, scheme)
+        errors[n] = float((w.float() - wq.float()).norm() / w.float().norm().clamp_min(1e-30))
+        if not pack:
+            set_weight(m, wq)
+    if pack:
+        quantize_(model, WeightOnlyConfig(scheme, scale_dtype), filter_fn=lambda m, n: n in targets)
+    return errors
