@@ -86,11 +86,13 @@ def awq_search_clip(weight: torch.Tensor, x: torch.Tensor, scheme: QuantScheme, 
 
 def awq_quantize(weight: torch.Tensor, x: torch.Tensor | None = None, scheme: QuantScheme = QuantScheme(4, 64),
                  act_mean_abs: torch.Tensor | None = None, alpha: float | None = None, n_grid: int = 20,
-                 clip: bool = True, max_shrink: float = 0.5, max_tokens: int = 4096) -> AWQResult:
+                 clip: bool = True, max_shrink: float = 0.5, max_tokens: int = 4096,
+                 clip_tokens: int = 512) -> AWQResult:
     """AWQ for one layer: ``weight`` (out, in), a sample of its inputs ``x`` (n, in).
 
     With only ``act_mean_abs`` (in,) and a fixed ``alpha`` no sample is needed (and no search, no clip).
-    ``max_tokens`` evenly spaced rows of ``x`` are used for the searches.
+    ``max_tokens`` evenly spaced rows of ``x`` are used for the alpha search, ``clip_tokens`` of those for
+    the clip search (512 in the reference code).
     """
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
@@ -124,7 +126,8 @@ def awq_quantize(weight: torch.Tensor, x: torch.Tensor | None = None, scheme: Qu
     s = awq_scales(stat, alpha)  # (in,)
     ratios = None
     if clip and x is not None and scheme.group_size > 0:
-        ratios = awq_search_clip(W * s, x / s, scheme, n_grid, max_shrink)  # (out, G)
+        xc = x if x.shape[0] <= clip_tokens else x[torch.linspace(0, x.shape[0] - 1, clip_tokens).long()]
+        ratios = awq_search_clip(W * s, xc / s, scheme, n_grid, max_shrink)  # (out, G)
     q_scaled = fake_quant(W * s, scheme, clip_ratio=1.0 if ratios is None else ratios)  # (out, in)
     w_eff = q_scaled / s
     if x is not None:

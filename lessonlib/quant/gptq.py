@@ -135,10 +135,8 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     scales = torch.empty(rows, G, dtype=torch.float32, device=W.device)
     zeros = torch.empty_like(scales)
     per_col = QuantScheme(bits, -1, sym)  # fits one (scale, zero) per row of a slice
-    if gs <= 0:
-        scales[:], zeros[:] = compute_qparams(W, scheme)  # one grid for all columns, from the original W
-    elif static_groups:
-        scales[:], zeros[:] = compute_qparams(W, scheme)  # every group fitted up front, unpermuted
+    if gs <= 0 or static_groups:  # one grid per row/tensor, or every group fitted up front (unpermuted)
+        scales[:], zeros[:] = compute_qparams(W, scheme)
 
     perm = None
     if act_order:
@@ -152,7 +150,6 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     g_of_pos = torch.arange(n_in, device=W.device) // gs if gs > 0 else None  # group of each (permuted) position
     if gs > 0 and static_groups and perm is not None:
         g_of_pos = perm // gs  # static groups follow the original column
-    s = z = None
     for i1 in range(0, n_in, block_size):
         i2 = min(i1 + block_size, n_in)
         W1 = W[:, i1:i2].clone()  # (out, B)
