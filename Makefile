@@ -39,8 +39,11 @@ prepare: install
 lab: prepare
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Two pytest-xdist workers with one thread each (notebook kernels inherit it); a notebook stays on one worker.
+TEST_JOBS ?= 2
 test: install
-	LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax --durations=15
+	OMP_NUM_THREADS=1 LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
+		-n $(TEST_JOBS) --dist loadfile tests notebooks --nbval-lax --durations=20
 
 unit: install
 	LESSONLIB_PROFILE=ci $(BIN)/python -m pytest -q tests

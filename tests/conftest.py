@@ -5,7 +5,8 @@ import pytest
 import torch
 
 os.environ.setdefault("LESSONLIB_PROFILE", "ci")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist each worker gets one thread, so two workers share two cores without oversubscribing.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

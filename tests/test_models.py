@@ -71,7 +71,7 @@ def test_embedded_smollm2_shape_and_cache(smollm2):
     assert len(decoder_blocks(model)) == 30
     t0 = time.perf_counter()
     again, _ = load_model(device="cpu")  # from the safetensors cache
-    assert time.perf_counter() - t0 < 10
+    assert time.perf_counter() - t0 < 20  # from the cache; rebuilding from GGUF takes ~30 s
     assert torch.equal(again.model.layers[3].mlp.down_proj.weight, model.model.layers[3].mlp.down_proj.weight)
 
 

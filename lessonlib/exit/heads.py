@@ -46,6 +46,7 @@ class ExitHead(nn.Module):
     def __init__(self, final_norm: nn.Module, lm_head: nn.Module, hidden: int, adapter: bool = False):
         super().__init__()
         self.norm = copy.deepcopy(final_norm)
+        self.norm.requires_grad_(True)  # trainable even when the backbone (and so final_norm) is frozen
         self.adapter = nn.Linear(hidden, hidden, bias=False) if adapter else None
         if self.adapter is not None:
             nn.init.zeros_(self.adapter.weight)  # starts as the plain logit lens

@@ -162,7 +162,12 @@ def import_submission(path: str):
     folder = os.path.dirname(os.path.abspath(path))
     if folder not in sys.path:
         sys.path.append(folder)  # siblings importable, never shadowing the standard library
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # dataclasses (and pickling) look the defining module up in sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     return module
 
 

@@ -1,0 +1,106 @@
+"""A short recovery fine-tune after structured pruning (plain next-token training, no adapters).
+
+After heads, neurons or whole blocks are removed the remaining weights no longer fit together exactly.
+LLM-Pruner (Ma et al. 2023, section 3.3 "fast recovery") and ShortGPT (Men et al. 2024, section 5) retrain
+briefly on a small corpus to win back part of the loss.  This module does the simplest version: AdamW on
+the causal-LM loss over calibration windows (``lessonlib.data.calibration_batches``) for the profile's
+``train_steps`` steps of ``batch_size`` windows at learning rate ``lr``, updating either every weight of the
+decoder blocks (``"blocks"``, the default: the large tied embedding stays frozen), everything (``"all"``) or
+only the norms (``"norms"``, a cheap baseline).  The batch of step ``s`` is a fixed function of
+``(seed, s)`` (``lessonlib.distill.train.batch_indices``), so a run is reproducible.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import get_profile, progress_disabled
+from ..distill.train import batch_indices
+from .ffn import _check_batches, arch_blocks, lm_loss
+
+__all__ = ["TRAINABLE", "trainable_names", "RecoveryResult", "recovery_finetune"]
+
+TRAINABLE = ("blocks", "all", "norms")
+
+
+def trainable_names(model: nn.Module, which: str = "blocks") -> list[str]:
+    """Names of the parameters a recovery run updates: ``"blocks"`` (decoder blocks and the final norm),
+    ``"all"`` (every parameter) or ``"norms"`` (only normalisation weights)."""
+    if which not in TRAINABLE:
+        raise ValueError(f"unknown trainable set {which!r}; allowed {TRAINABLE}")
+    names = [n for n, _ in model.named_parameters()]
+    if which == "all":
+        return names
+    if which == "norms":
+        return [n for n in names if "norm" in n.rsplit(".", 2)[-2].lower()]
+    block_ids = {id(p) for p in arch_blocks(model).parameters()}
+    return [n for n, p in model.named_parameters()
+            if id(p) in block_ids or ("norm" in n.lower() and "layers" not in n)]
+
+
+@dataclass
+class RecoveryResult:
+    losses: list[float]  # training loss per step
+    steps: int
+    batch_size: int
+    lr: float
+    trained_params: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def recovery_finetune(model: nn.Module, batches: torch.Tensor, steps: int | None = None,
+                      batch_size: int | None = None, lr: float | None = None, trainable: str = "blocks",
+                      seed: int = 0, profile=None) -> RecoveryResult:
+    """Fine-tune a (pruned) causal LM in place on token windows ``batches`` (N, T) with AdamW.
+
+    ``steps``, ``batch_size`` and ``lr`` default to the profile's ``train_steps``, ``batch_size`` and ``lr``.
+    Gradients are clipped to norm 1.  The model is left in eval mode with every parameter's
+    ``requires_grad`` as it was.
+    """
+    _check_batches(batches)
+    prof = get_profile(profile)
+    steps = prof.train_steps if steps is None else steps
+    batch_size = min(prof.batch_size if batch_size is None else batch_size, batches.shape[0])
+    lr = prof.lr if lr is None else lr
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1 and lr={lr} > 0")
+    names = set(trainable_names(model, trainable))
+    was = {n: p.requires_grad for n, p in model.named_parameters()}
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+        if n in names:
+            params.append(p)
+    if not params:
+        raise ValueError(f"trainable={trainable!r} selects no parameter of this model")
+    dev = next(model.parameters()).device
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    losses = []
+    model.train()
+    t0 = time.perf_counter()
+    try:
+        for s in tqdm(range(steps), desc="recovery fine-tune", disable=progress_disabled(), leave=False):
+            x = batches[batch_indices(batches.shape[0], batch_size, s, seed)].to(dev)  # (B, T)
+            loss = lm_loss(model, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"recovery loss became {loss.item()} at step {s}; lower lr={lr}")
+            losses.append(float(loss.detach()))
+    finally:
+        opt.zero_grad(set_to_none=True)
+        model.eval()
+        for n, p in model.named_parameters():
+            p.requires_grad_(was[n])
+    return RecoveryResult(losses, steps, batch_size, lr, sum(p.numel() for p in params),
+                          time.perf_counter() - t0)

@@ -1,0 +1,231 @@
+"""Experiments of the distillation and early-exit track (issue 7): C06, C07, C24, C08, C38, C39, C10.
+
+Shared work goes through ``ctx.memo``: the LM temperature sweep (C06, C07, C24 read the same runs), the
+review teachers and students (C08, C38, C39).  Every size comes from ``ctx.profile``.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import Context, Outcome, experiment, rules
+
+COSTS = (0.01, 0.05, 0.10)  # relative perplexity costs at which C10 reads the early-exit compute
+
+
+# ------------------------------------------------------------------ language-model distillation
+def _lm_sweep(ctx: Context) -> dict:
+    """Teacher entropy and student PPL at each temperature (pure soft targets) plus the hard-target run."""
+    from ..distill.lm_task import lm_task, max_entropy, teacher_entropies, temperature_grid, train_lm_student
+
+    def run():
+        teacher, tok = ctx.model()
+        task = lm_task(teacher, tok, ctx.profile)
+        temps = temperature_grid(ctx.profile)
+        ent = teacher_entropies(task, temps)
+        soft = {T: train_lm_student(task, T=T, alpha=0.0)[2] for T in temps}
+        hard = train_lm_student(task, T=1.0, alpha=1.0)[2]
+        init = _untrained_student_ppl(task)
+        return {"temps": temps, "entropy": ent, "max_entropy": max_entropy(task), "soft_ppl": soft,
+                "hard_ppl": hard, "init_ppl": init, "teacher_ppl": ctx.dense_ppl(),
+                "n_blocks": task.n_blocks, "windows": list(task.windows.shape)}
+    return ctx.memo("distill_lm_sweep", run)
+
+
+def _untrained_student_ppl(task) -> float:
+    from ..distill.lm_task import lm_student
+    from ..evaluate import perplexity
+    return perplexity(lm_student(task.teacher, task.n_blocks), task.tokenizer, profile=task.profile,
+                      progress=False).ppl
+
+
+def _budget(ctx: Context) -> str:
+    p = ctx.profile
+    return (f"{p.train_steps} steps x {p.batch_size} windows of {max(16, p.calib_seqlen // 4)} tokens, "
+            f"lr {10 * p.lr:g}")
+
+
+@experiment("C06")
+def c06(ctx: Context) -> Outcome:
+    s = _lm_sweep(ctx)
+    soft, hard = s["soft_ppl"][1.0], s["hard_ppl"]
+    measured = {"student_blocks": s["n_blocks"], "teacher_ppl": s["teacher_ppl"], "untrained_student_ppl": s["init_ppl"],
+                "ppl_soft_T1": soft, "ppl_hard": hard, "soft_over_hard": soft / hard}
+    verdict = rules.at_most(soft / hard, 1.0, "PPL ratio soft-target student / hard-target student")
+    return Outcome(measured, verdict, f"SmolLM2 (30 blocks) -> {s['n_blocks']}-block student, same budget "
+                   f"({_budget(ctx)}): the teacher's full distribution (T = 1, alpha = 0) against the one-hot next "
+                   f"token (alpha = 1); held-out PPL {soft:.1f} vs {hard:.1f}.")
+
+
+def _sweep_table(s: dict) -> list[dict]:
+    return [{"T": T, "teacher_entropy": e, "student_ppl": s["soft_ppl"][T]} for T, e in zip(s["temps"], s["entropy"])]
+
+
+def _best_T(s: dict) -> float:
+    return min(s["temps"], key=lambda T: s["soft_ppl"][T])
+
+
+def _sweep_figure(ctx: Context, s: dict, name: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path, rel = ctx.figure_path(name)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7, 2.6))
+    a.plot(s["temps"], s["entropy"], "o-")
+    a.axhline(s["max_entropy"], color="gray", ls=":", label="log V")
+    a.set_xscale("log", base=2); a.set_xlabel("T"); a.set_ylabel("teacher entropy (nats)"); a.legend(fontsize=7)
+    b.plot(s["temps"], [s["soft_ppl"][T] for T in s["temps"]], "o-", label="soft (alpha=0)")
+    b.axhline(s["hard_ppl"], color="tab:red", ls="--", label="hard targets")
+    b.set_xscale("log", base=2); b.set_xlabel("T"); b.set_ylabel("student PPL"); b.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    return rel
+
+
+def _entropy_rises(s: dict) -> rules.Verdict:
+    e = s["entropy"]
+    return rules.at_least(min(b - a for a, b in zip(e, e[1:])), 0.0, "smallest entropy step between adjacent T")
+
+
+@experiment("C07")
+def c07(ctx: Context) -> Outcome:
+    s = _lm_sweep(ctx)
+    best = _best_T(s)
+    measured = {"temperatures": s["temps"], "teacher_entropy": s["entropy"],
+                "student_ppl": [s["soft_ppl"][T] for T in s["temps"]], "best_T": best}
+    verdict = rules.all_of(_entropy_rises(s), rules.within(best, 4, 8, "temperature with the lowest student PPL"))
+    return Outcome(measured, verdict, "One sweep shared with C24: pure-KD students at each T, same budget "
+                   f"({_budget(ctx)}). Teacher entropy rises with T towards log V; the best student is at T = {best:g}.",
+                   figure=_sweep_figure(ctx, s, "c07_c24_temperature.png"), details={"sweep": _sweep_table(s)})
+
+
+@experiment("C24")
+def c24(ctx: Context) -> Outcome:
+    s = _lm_sweep(ctx)
+    best = _best_T(s)
+    measured = {"temperatures": s["temps"], "student_ppl": [s["soft_ppl"][T] for T in s["temps"]], "best_T": best}
+    verdict = rules.within(best, 2, 4, "temperature with the lowest student PPL")
+    return Outcome(measured, verdict, f"The sweep of C07 read against the other source's 2-4: best T = {best:g} "
+                   "(C07 and C24 cannot both hold unless the best T is 4).",
+                   figure=_sweep_figure(ctx, s, "c07_c24_temperature.png"), details={"sweep": _sweep_table(s)})
+
+
+# ------------------------------------------------------------------ encoder distillation
+def _encoder_runs(ctx: Context) -> dict:
+    from ..distill.encoder_task import (encoder_accuracy, encoder_schedule, encoder_student, finetune_teacher,
+                                        review_splits, train_encoder)
+
+    def run():
+        p = ctx.profile
+        train, test = review_splits(p)
+        t0, tok = finetune_teacher(train, seed=0, profile=p)
+        t1, _ = finetune_teacher(train, seed=1, profile=p)
+        acc = {"teacher_seed0": encoder_accuracy(t0, tok, test), "teacher_seed1": encoder_accuracy(t1, tok, test)}
+        for key, teachers, beta in (("student_kd", [t0], 0.0), ("student_kd_feature", [t0], 1.0),
+                                    ("student_kd_ensemble", [t0, t1], 0.0)):
+            student, layer_map = encoder_student(t0)
+            train_encoder(student, tok, train, teachers=teachers, layer_map=layer_map, feature_weight=beta,
+                          seed=0, profile=p)
+            acc[key] = encoder_accuracy(student, tok, test)
+        sched = encoder_schedule(p)
+        return {"acc": acc, "layer_map": layer_map, "train": len(train[0]), "test": len(test[0]),
+                "steps": sched.steps, "batch": sched.batch_size, "lr": sched.lr,
+                "teacher_blocks": t0.config.num_hidden_layers, "student_blocks": len(layer_map)}
+    return ctx.memo("distill_encoder_runs", run)
+
+
+def _enc_budget(r: dict) -> str:
+    return (f"{r['train']} training / {r['test']} test sentences, {r['steps']} steps x {r['batch']}, "
+            f"lr {r['lr']:g}, T = 2, alpha = 0.5")
+
+
+@experiment("C08")
+def c08(ctx: Context) -> Outcome:
+    r = _encoder_runs(ctx)
+    a = r["acc"]
+    gain = a["student_kd_feature"] - a["student_kd"]
+    measured = {"teacher_acc": a["teacher_seed0"], "student_kd_acc": a["student_kd"],
+                "student_kd_feature_acc": a["student_kd_feature"], "gain": gain}
+    verdict = rules.at_least(gain, 1 / r["test"], "accuracy gain of adding the hidden-state loss (one test "
+                             "sentence = 1 / n_test: strictly better)")
+    return Outcome(measured, verdict, f"MiniLM ({r['teacher_blocks']} blocks) fine-tuned on reviews -> "
+                   f"{r['student_blocks']}-block student (blocks {r['layer_map']}), {_enc_budget(r)}; with vs "
+                   "without a cosine hidden-state loss on each kept block.")
+
+
+@experiment("C38")
+def c38(ctx: Context) -> Outcome:
+    r = _encoder_runs(ctx)
+    a = r["acc"]
+    rel = a["student_kd_feature"] / a["teacher_seed0"]
+    measured = {"teacher_acc": a["teacher_seed0"], "student_acc": a["student_kd_feature"], "relative": rel,
+                "teacher_blocks": r["teacher_blocks"], "student_blocks": r["student_blocks"]}
+    verdict = rules.at_least(rel, 0.97, "student accuracy / teacher accuracy")
+    return Outcome(measured, verdict, f"DistilBERT recipe at our scale: every other block (those of "
+                   f"{r['layer_map']}), KD + hidden-state loss, {_enc_budget(r)}.")
+
+
+@experiment("C39")
+def c39(ctx: Context) -> Outcome:
+    r = _encoder_runs(ctx)
+    a = r["acc"]
+    gain = a["student_kd_ensemble"] - a["student_kd"]
+    measured = {"teacher_seed0_acc": a["teacher_seed0"], "teacher_seed1_acc": a["teacher_seed1"],
+                "student_single_acc": a["student_kd"], "student_ensemble_acc": a["student_kd_ensemble"], "gain": gain}
+    verdict = rules.at_least(gain, 1 / r["test"], "accuracy gain of the ensemble-taught student over the "
+                             "single-teacher one (one test sentence = 1 / n_test: strictly better)")
+    return Outcome(measured, verdict, "Two MiniLM teachers fine-tuned with seeds 0 and 1; the student learns from "
+                   "teacher 0 alone or from the average of both teachers' temperature-T probabilities, "
+                   f"{_enc_budget(r)}.")
+
+
+# ------------------------------------------------------------------ early exit
+@experiment("C10")
+def c10(ctx: Context) -> Outcome:
+    from ..data import calibration_batches, eval_tokens, windows
+    from ..evaluate import measure_latency
+    from ..exit.budget import blocks_by_difficulty, threshold_at_cost
+    from ..exit.decide import early_exit_generate, exit_statistics
+    from ..exit.heads import ExitHeads, train_exit_heads
+
+    p = ctx.profile
+    model, tok = ctx.model()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    heads = ExitHeads(model)
+    train_wins = calibration_batches(tok, n=p.calib_samples, seqlen=max(16, p.calib_seqlen // 4), seed=0)
+    steps = max(2, p.train_steps // 6)
+    train_exit_heads(model, heads, train_wins, steps=steps, batch_size=1, lr=1e-3, objective="kd", seed=0)
+    n_eval = max(1, p.eval_windows // 4)
+    wins = windows(eval_tokens(tok), max(16, p.seqlen // 2), n_eval)  # (W, T)
+    conf, nll = exit_statistics(model, heads, wins)  # (L, W, T-1)
+    L = conf.shape[0]
+    points = threshold_at_cost(conf, nll, list(COSTS))
+    measured: dict = {"blocks": L, "tokens": int(nll[-1].numel())}
+    split5 = None
+    for bp in points:
+        tag = f"{round(bp.cost * 100)}pct"
+        split = blocks_by_difficulty(conf, nll, bp.point.threshold)
+        measured.update({f"threshold_{tag}": bp.point.threshold, f"mean_blocks_{tag}": bp.point.mean_blocks,
+                         f"easy_saved_{tag}": split["easy"]["saved"], f"hard_blocks_share_{tag}":
+                         split["hard"]["mean_blocks"] / L})
+        if abs(bp.cost - 0.05) < 1e-9:
+            split5 = split
+    thr5 = measured["threshold_5pct"]
+    prompt = tok("The convention opened with", return_tensors="pt")["input_ids"]
+    new = 8 if p.name == "ci" else 32
+    res, reps = {}, max(1, p.bench_repeats // 3)  # an exit check costs a full LM head: keep ci cheap
+    gen_ee = measure_latency(lambda: res.__setitem__("ee", early_exit_generate(model, heads, prompt, new, thr5)),
+                             warmup=1, repeats=reps)
+    gen_full = measure_latency(lambda: model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                                                      pad_token_id=tok.pad_token_id), warmup=1, repeats=reps)
+    measured.update(generate_s=gen_full.median_s, early_exit_generate_s=gen_ee.median_s,
+                    wall_clock_speedup=gen_full.median_s / gen_ee.median_s,
+                    generation_mean_blocks=res["ee"].mean_blocks)
+    verdict = rules.all_of(
+        rules.within(split5["easy"]["saved"], 0.30, 0.60, "share of blocks easy tokens save at the 5% PPL cost"),
+        rules.at_least(split5["hard"]["mean_blocks"] / L, 0.90, "share of blocks hard tokens use at the 5% PPL cost"))
+    return Outcome(measured, verdict, f"Exit heads (norm copies sharing the LM head, KD-trained {steps} steps on a "
+                   f"frozen SmolLM2); max-prob confidence; threshold picked per PPL cost on {n_eval} held-out windows; "
+                   "easy/hard = lowest/highest third of the full model's token losses. Wall clock: greedy "
+                   f"early_exit_generate at the 5% threshold vs generate, {new} tokens (each exit check costs a "
+                   "full-vocabulary LM head).", details={"split_5pct": split5})

@@ -1,0 +1,331 @@
+"""Experiments of the pruning track (issue 5): C02, C03, C04, C05, C28, C34, C35, C41.
+
+Not registered: C22 (movement pruning on the fine-tuned encoder reaching 50-70% sparsity) needs a full
+fine-tuning run of the encoder per sparsity, beyond the ledger's budget; ``lessonlib.prune.movement`` and
+notebook 09 hold the method.
+
+Shared pieces, computed once per run through ``ctx.memo``: the calibration batches, one pruned-model
+perplexity per (method, pattern), the CSR timing table and the MNIST MLP runs.  Under the ``ci`` profile
+the LLM sweep uses fewer points (Wanda at 30/50/70%, SparseGPT at 50%, no 2:4); the other profiles run
+every method at 10/30/50/70% and 2:4.  Every verdict comes from ``rules`` applied to measured numbers; the
+verdict functions ``verdict_c03`` ... take the measured dict, so tests can feed them numbers.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from ..calib import HessianStats, capture_block_inputs, run_block
+from ..evaluate import measure_latency, perplexity
+from ..lottery.imp import LeNet300100, accuracy_of, mnist_splits, prunable_weights, train_masked
+from ..models import block_linears, decoder_blocks, get_weight
+from ..prune.magnitude import gradual_magnitude_prune, magnitude_mask, magnitude_prune_model
+from ..prune.sparse_kernels import crossover_sparsity, sparse_matmul_table, to_2of4_semi_structured
+from ..prune.sparsegpt import sparsegpt_prune_model
+from ..prune.wanda import wanda_prune_model
+from . import Context, Outcome, experiment, rules
+
+__all__ = ["METHODS", "prune_with", "block_stats", "pattern_name", "mlp_prune_runs", "crossover_or_one", "cost_class",
+           "verdict_c03", "verdict_c28", "LITTLE", "SIGNIFICANT"]
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+LITTLE, SIGNIFICANT = 0.10, 1.00  # C28: relative PPL increase < 10% is "little", >= 100% (doubling) "a lot"
+
+
+# ------------------------------------------------------------------ helpers (also used by notebooks 06-08)
+def pattern_name(sparsity: float, prune_n: int = 0, prune_m: int = 0) -> str:
+    """'50%' for unstructured, '2:4' for N:M (prune_n of prune_m pruned)."""
+    return f"{prune_n}:{prune_m}" if prune_n else f"{round(100 * sparsity)}%"
+
+
+def prune_with(model: nn.Module, method: str, sparsity: float, calib: torch.Tensor | None = None,
+               prune_n: int = 0, prune_m: int = 0, device: str = "cpu") -> float:
+    """Prune ``model`` in place with one of ``METHODS``; returns the wall time in seconds.
+
+    magnitude: per matrix (no data); wanda / sparsegpt: calibrated block by block on ``calib`` (n, seqlen).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; choose one of {METHODS}")
+    if method != "magnitude" and calib is None:
+        raise ValueError(f"{method} needs calibration batches (calib=...)")
+    t0 = time.perf_counter()
+    if method == "magnitude":
+        magnitude_prune_model(model, sparsity, prune_n, prune_m)
+    elif method == "wanda":
+        wanda_prune_model(model, calib, sparsity, prune_n, prune_m, device=device)
+    else:
+        sparsegpt_prune_model(model, calib, sparsity, prune_n, prune_m, device=device)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def block_stats(model: nn.Module, calib: torch.Tensor, block: int = 0, stats=HessianStats) -> dict:
+    """Statistics (``stats(in_features)``, e.g. HessianStats or InputNormStats) of the inputs of every linear
+    layer of decoder block ``block`` of the *dense* model, on ``calib`` (n, seqlen).  Only the blocks up to
+    ``block`` run, so this is cheap for early blocks; for layer-level demos (OBS against SparseGPT)."""
+    blocks = decoder_blocks(model)
+    if not 0 <= block < len(blocks):
+        raise ValueError(f"block={block} is outside 0..{len(blocks) - 1}")
+    hiddens, kw = capture_block_inputs(model, calib, "cpu")
+    for i in range(block):
+        hiddens = run_block(blocks[i], hiddens, kw)
+    linears = block_linears(blocks[block])
+    st = {n: stats(get_weight(m).shape[1], "cpu") for n, m in linears.items()}
+    handles = [m.register_forward_hook(lambda _m, inp, _o, s=st[n]: s.add(inp[0].detach())) for n, m in linears.items()]
+    try:
+        run_block(blocks[block], hiddens, kw)
+    finally:
+        for h in handles:
+            h.remove()
+    return st
+
+
+def crossover_or_one(rows) -> dict[str, float]:
+    """``crossover_sparsity`` per shape as 'outxin' -> sparsity, with 1.0 where CSR never wins (a number the
+    verdict rules can read: 'CSR wins from 100% on' means never)."""
+    return {f"{o}x{i}": (1.0 if c is None else c) for (o, i), c in crossover_sparsity(rows).items()}
+
+
+def cost_class(rel_increase: float) -> str:
+    """C28's words for a relative perplexity increase: little (< 10%), some, a lot (>= 100%)."""
+    return "little" if rel_increase < LITTLE else "a lot" if rel_increase >= SIGNIFICANT else "some"
+
+
+def mlp_prune_runs(sparsities, dense_iters: int, ft_iters: int, n_steps: int, seed: int = 0,
+                   data=None) -> dict:
+    """LeNet-300-100 on MNIST-5k: train dense, then for each sparsity prune every layer by magnitude
+    (a) one-shot, no retraining, (b) one-shot + ``(n_steps + 1) * ft_iters`` masked fine-tuning steps,
+    (c) gradually on the cubic schedule (Zhu & Gupta 2017) over ``n_steps`` steps with ``ft_iters``
+    fine-tuning steps after each (the same total).  Returns test accuracies and the reached sparsities.
+    ``data`` = (x_train, y_train, x_test, y_test) overrides MNIST (tests use small synthetic data).
+    """
+    xtr, ytr, xte, yte = data if data is not None else mnist_splits()
+    dense = LeNet300100(seed)
+    train_masked(dense, {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(dense).items()},
+                 xtr, ytr, dense_iters, seed=seed)
+    state = {k: v.clone() for k, v in dense.state_dict().items()}
+    out = {"dense": accuracy_of(dense, xte, yte), "oneshot": {}, "oneshot_ft": {}, "gradual": {}, "sparsity": {}}
+    budget = (n_steps + 1) * ft_iters
+    for s in sparsities:
+        m = LeNet300100(seed)
+        m.load_state_dict(state)
+        masks = {n: magnitude_mask(w.detach(), s) for n, w in prunable_weights(m).items()}
+        with torch.no_grad():
+            for n, w in prunable_weights(m).items():
+                w.mul_(masks[n])
+        out["oneshot"][s] = accuracy_of(m, xte, yte)
+        train_masked(m, masks, xtr, ytr, budget, seed=seed + 1)
+        out["oneshot_ft"][s] = accuracy_of(m, xte, yte)
+
+        g = LeNet300100(seed)
+        g.load_state_dict(state)
+        layers = {n: mod for n, mod in g.named_modules() if isinstance(mod, nn.Linear)}
+
+        def finetune(k: int, s_k: float, g=g, layers=layers) -> None:
+            cur = {n: get_weight(mod) != 0 for n, mod in layers.items()}  # this step's mask (pruned = 0)
+            train_masked(g, cur, xtr, ytr, (k + 1) * ft_iters, start=k * ft_iters, seed=seed + 1)
+
+        final = gradual_magnitude_prune(layers, s, n_steps, finetune)
+        out["gradual"][s] = accuracy_of(g, xte, yte)
+        out["sparsity"][s] = 1.0 - sum(int(v.sum()) for v in final.values()) / sum(v.numel() for v in final.values())
+    return out
+
+
+# ------------------------------------------------------------------ shared, memoised measurements
+def _points(ctx: Context) -> dict[str, tuple]:
+    """Which (sparsity, prune_n, prune_m) each method is run at under this profile."""
+    unstructured = (0.1, 0.3, 0.5, 0.7)
+    if ctx.profile.name == "ci":  # fewer points: the ledger's ci run must stay cheap
+        return {"magnitude": tuple((s, 0, 0) for s in unstructured),
+                "wanda": ((0.3, 0, 0), (0.5, 0, 0), (0.7, 0, 0)), "sparsegpt": ((0.5, 0, 0),)}
+    full = tuple((s, 0, 0) for s in unstructured) + ((0.5, 2, 4),)
+    return {"magnitude": full, "wanda": full + ((0.9, 0, 0),), "sparsegpt": full}
+
+
+def _calib(ctx: Context) -> torch.Tensor:
+    from ..data import calibration_batches
+
+    def run():
+        _, tok = ctx.model()
+        p = ctx.profile
+        return calibration_batches(tok, n=p.calib_samples, seqlen=p.calib_seqlen, seed=0)
+    return ctx.memo("prune:calib", run)
+
+
+def _run(ctx: Context, method: str, sparsity: float, prune_n: int = 0, prune_m: int = 0) -> dict:
+    """Perplexity and wall time of SmolLM2 pruned by ``method``; computed once per run."""
+    def run():
+        model, tok = ctx.model()
+        secs = prune_with(model, method, sparsity, None if method == "magnitude" else _calib(ctx), prune_n,
+                          prune_m, device=ctx.profile.device)
+        return {"ppl": perplexity(model, tok, profile=ctx.profile).ppl, "seconds": secs}
+    return ctx.memo(f"prune:run:{method}:{pattern_name(sparsity, prune_n, prune_m)}", run)
+
+
+def _sweep(ctx: Context) -> dict[str, dict[str, dict]]:
+    """method -> pattern -> {ppl, seconds} at this profile's points."""
+    return {m: {pattern_name(*pt): _run(ctx, m, *pt) for pt in pts} for m, pts in _points(ctx).items()}
+
+
+def _best(sweep: dict, pattern: str, methods=("wanda", "sparsegpt")) -> float:
+    return min(sweep[m][pattern]["ppl"] for m in methods if pattern in sweep[m])
+
+
+def _matmul_rows(ctx: Context):
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one core for both formats: a fair kernel comparison
+        try:
+            return sparse_matmul_table(tokens=ctx.profile.seqlen, repeats=ctx.profile.bench_repeats)
+        finally:
+            torch.set_num_threads(threads)
+    return ctx.memo("prune:matmul", run)
+
+
+def _mlp(ctx: Context) -> dict:
+    p = ctx.profile
+    dense_iters = min(2000, 50 * p.train_steps)
+    return ctx.memo("prune:mlp", lambda: mlp_prune_runs((0.7, 0.9), dense_iters, dense_iters // 10,
+                                                        n_steps=max(3, p.sweep_points)))
+
+
+# ------------------------------------------------------------------ verdict rules (pure: measured -> verdict)
+def verdict_c03(m: dict) -> rules.Verdict:
+    """Magnitude within 10% of dense PPL at 10% and 30%; at 70% at least twice the best one-shot method's PPL."""
+    return rules.all_of(
+        rules.at_most(m["magnitude_rel_10"], 0.10, "magnitude relative PPL increase at 10%"),
+        rules.at_most(m["magnitude_rel_30"], 0.10, "magnitude relative PPL increase at 30%"),
+        rules.at_least(m["magnitude_over_best_70"], 2.0, "magnitude PPL / best of Wanda, SparseGPT at 70%"))
+
+
+def verdict_c28(m: dict) -> rules.Verdict:
+    """30%: little (< 10%); 50%: some (10% .. 100%); 70%: a lot (>= 100%, the PPL at least doubles)."""
+    return rules.all_of(
+        rules.at_most(m["rel_30"], LITTLE, "relative PPL increase at 30% ('little')"),
+        rules.within(m["rel_50"], LITTLE, SIGNIFICANT, "relative PPL increase at 50% ('some')"),
+        rules.at_least(m["rel_70"], SIGNIFICANT, "relative PPL increase at 70% ('a lot')"))
+
+
+# ------------------------------------------------------------------ the experiments
+@experiment("C02")
+def c02(ctx: Context) -> Outcome:
+    rows = _matmul_rows(ctx)
+    cross = crossover_or_one(rows)
+    measured = {f"crossover_{k}": v for k, v in cross.items()}
+    measured.update({f"speedup_{r.shape[0]}x{r.shape[1]}_at_{round(100 * r.sparsity)}": r.speedup for r in rows})
+    verdict = rules.all_of(*(rules.within(v, 0.5, 0.8, f"CSR/dense crossover sparsity of {k}") for k, v in cross.items()))
+    return Outcome(measured, verdict, f"torch CSR against dense W @ X (X: in x {ctx.profile.seqlen} tokens, one "
+                   "thread, median of repeats) on SmolLM2's layer shapes; crossover = lowest sparsity from which CSR "
+                   "is faster at every higher measured sparsity (1.0 = never).",
+                   details={"table": [r.as_dict() for r in rows]})
+
+
+@experiment("C03")
+def c03(ctx: Context) -> Outcome:
+    sw, dense = _sweep(ctx), ctx.dense_ppl()
+    mag = {k: v["ppl"] for k, v in sw["magnitude"].items()}
+    measured = {"ppl_dense": dense, **{f"ppl_{m}_{k}": v["ppl"] for m in METHODS for k, v in sw[m].items()},
+                "magnitude_rel_10": mag["10%"] / dense - 1, "magnitude_rel_30": mag["30%"] / dense - 1,
+                "magnitude_over_best_70": mag["70%"] / _best(sw, "70%")}
+    return Outcome(measured, verdict_c03(measured), "One-shot per-matrix magnitude, Wanda and SparseGPT on SmolLM2, "
+                   "no retraining" + (" (ci: Wanda at 30/50/70%, SparseGPT at 50% only)." if ctx.profile.name == "ci"
+                                      else "."), details={"sweep": sw})
+
+
+@experiment("C04")
+def c04(ctx: Context) -> Outcome:
+    dense, s50 = ctx.dense_ppl(), _run(ctx, "sparsegpt", 0.5)
+    measured = {"ppl_dense": dense, "ppl_sparsegpt_50": s50["ppl"], "ppl_increase": s50["ppl"] - dense,
+                "seconds": s50["seconds"]}
+    verdict = rules.at_most(s50["ppl"] - dense, 2.0, "PPL increase (points) of SparseGPT at 50%")
+    return Outcome(measured, verdict, f"SparseGPT 50% unstructured, one shot, {ctx.profile.calib_samples}x"
+                   f"{ctx.profile.calib_seqlen} calibration tokens: PPL {dense:.2f} -> {s50['ppl']:.2f}. The quote "
+                   "concerns 10B+ models; small models are known to be far more fragile.")
+
+
+@experiment("C05")
+def c05(ctx: Context) -> Outcome:
+    pats = [(0.5, 0, 0)] + ([] if ctx.profile.name == "ci" else [(0.5, 2, 4)])
+    measured, parts = {}, []
+    for pt in pats:
+        name = pattern_name(*pt)
+        w, s = _run(ctx, "wanda", *pt), _run(ctx, "sparsegpt", *pt)
+        measured.update({f"ppl_wanda_{name}": w["ppl"], f"ppl_sparsegpt_{name}": s["ppl"],
+                         f"wanda_over_sparsegpt_{name}": w["ppl"] / s["ppl"]})
+        parts.append(rules.at_most(w["ppl"] / s["ppl"] - 1, 0.10, f"Wanda PPL above SparseGPT's at {name}"))
+    w, s = _run(ctx, "wanda", 0.5), _run(ctx, "sparsegpt", 0.5)
+    ratio = s["seconds"] / w["seconds"]
+    measured.update({"seconds_wanda_50%": w["seconds"], "seconds_sparsegpt_50%": s["seconds"], "time_ratio": ratio})
+    parts.append(rules.within(ratio, 5.0, 20.0, "SparseGPT / Wanda wall time at 50% ('about 10x': within 2x of 10)"))
+    return Outcome(measured, rules.all_of(*parts), "Both calibrated block by block on the same batches; wall time "
+                   "includes the shared forward passes, which dominate at this model size"
+                   + (" (ci: 50% only, no 2:4)." if ctx.profile.name == "ci" else "."))
+
+
+@experiment("C28")
+def c28(ctx: Context) -> Outcome:
+    sw, dense = _sweep(ctx), ctx.dense_ppl()
+    measured = {"ppl_dense": dense}
+    for pat in ("30%", "50%", "70%"):
+        best = _best(sw, pat)
+        measured[f"ppl_best_{pat}"] = best
+        measured[f"rel_{pat[:-1]}"] = best / dense - 1
+        measured[f"class_{pat[:-1]}"] = cost_class(best / dense - 1)
+    return Outcome(measured, verdict_c28(measured), "Best one-shot method (Wanda or SparseGPT, whichever is lower) "
+                   f"at each sparsity; 'little' < {LITTLE:.0%}, 'a lot' >= {SIGNIFICANT:.0%} relative PPL increase.")
+
+
+@experiment("C34")
+def c34(ctx: Context) -> Outcome:
+    mlp, rows = _mlp(ctx), _matmul_rows(ctx)
+    at90 = [r for r in rows if abs(r.sparsity - 0.9) < 1e-9]
+    best = max(r.speedup for r in at90)
+    measured = {"mlp_acc_dense": mlp["dense"], "mlp_acc_90_oneshot": mlp["oneshot"][0.9],
+                "mlp_acc_90_oneshot_ft": mlp["oneshot_ft"][0.9], "mlp_acc_90_gradual": mlp["gradual"][0.9],
+                **{f"csr_speedup_{r.shape[0]}x{r.shape[1]}_at_90": r.speedup for r in at90}}
+    if ctx.profile.name != "ci":
+        measured["smollm2_ppl_wanda_90"] = _run(ctx, "wanda", 0.9)["ppl"]
+    acc = max(mlp["oneshot_ft"][0.9], mlp["gradual"][0.9])
+    verdict = rules.all_of(
+        rules.at_least(acc - mlp["dense"], -0.02, "MLP test accuracy at 90% sparsity (with fine-tuning) minus dense"),
+        rules.at_most(best / 10.0, 0.5, "best CSR speedup at 90% as a fraction of the ideal 10x"))
+    return Outcome(measured, verdict, "Quality: LeNet-300-100 on MNIST-5k pruned to 90% by magnitude, fine-tuned. "
+                   "Speed: the C02 CSR kernel table at 90%.")
+
+
+@experiment("C35")
+def c35(ctx: Context) -> Outcome:
+    mlp = _mlp(ctx)
+    measured = {"acc_dense": mlp["dense"]}
+    for s in (0.7, 0.9):
+        measured.update({f"acc_oneshot_ft_{round(100 * s)}": mlp["oneshot_ft"][s],
+                         f"acc_gradual_{round(100 * s)}": mlp["gradual"][s],
+                         f"acc_oneshot_no_ft_{round(100 * s)}": mlp["oneshot"][s]})
+    diff = mlp["gradual"][0.9] - mlp["oneshot_ft"][0.9]
+    measured["gradual_minus_oneshot_90"] = diff
+    verdict = rules.at_least(diff, 0.0, "gradual minus one-shot test accuracy at 90% (same fine-tuning budget)")
+    return Outcome(measured, verdict, "LeNet-300-100 on MNIST-5k: cubic-schedule gradual magnitude pruning against "
+                   "one-shot pruning followed by the same number of masked fine-tuning steps.")
+
+
+@experiment("C41")
+def c41(ctx: Context) -> Outcome:
+    if not torch.cuda.is_available():
+        return Outcome({"cuda": False}, rules.not_measurable(
+            "2:4 semi-structured kernels run only on NVIDIA sparse tensor cores (Ampere or newer); this machine has "
+            "no CUDA GPU, and on CPU a 2:4 weight is just a dense matrix with zeros"),
+            "Nothing to time on CPU; notebook 08 explains the format.")
+    measured, parts = {"cuda": True, "device": torch.cuda.get_device_name(0)}, []
+    for out, inp in ((4096, 4096), (11008, 4096)):
+        w = torch.randn(out, inp, device="cuda", dtype=torch.float16)
+        w = w * magnitude_mask(w, 0.5, 2, 4)
+        x = torch.randn(inp, 4096, device="cuda", dtype=torch.float16)  # (in, tokens)
+        ws = to_2of4_semi_structured(w)
+        dense = measure_latency(lambda: w @ x, warmup=5, repeats=ctx.profile.bench_repeats).median_s
+        sparse = measure_latency(lambda: ws @ x, warmup=5, repeats=ctx.profile.bench_repeats).median_s
+        measured[f"speedup_{out}x{inp}"] = dense / sparse
+        parts.append(rules.at_least(dense / sparse, 1.1, f"2:4 speedup over dense fp16 at {out}x{inp}"))
+    return Outcome(measured, rules.all_of(*parts), "to_sparse_semi_structured 2:4 against dense fp16 matmul, "
+                   "4096 tokens.")

@@ -1,0 +1,84 @@
+"""Fast tests of the helpers of lessonlib/claims/exp_track8.py (the experiments themselves run in `reproduce`)."""
+import pytest
+import torch
+
+from lessonlib.claims import registry
+from lessonlib.claims.exp_track8 import layer_factors, smoothness, track8_sizes, truncate_by_energy
+from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weight, tiny_causal_lm
+
+
+def test_smoothness_literal_and_order_free():
+    # sorted by params: (10, 10) -> (8, 12) -> (5, 30): ratios 1.2 and 2.5
+    out = smoothness([5, 10, 8], [30.0, 10.0, 12.0])
+    assert out == {"monotone": 1.0, "max_step_ratio": pytest.approx(2.5)}
+    assert smoothness([10, 8, 5], [10.0, 9.0, 30.0])["monotone"] == 0.0  # PPL dropped when params were removed
+    with pytest.raises(ValueError):
+        smoothness([1], [2.0])
+
+
+def _tiny():
+    model = tiny_causal_lm(layers=2, seed=0)
+    lin = block_linears(decoder_blocks(model)[0])["mlp.up_proj"]
+    out_f, in_f = get_weight(lin).shape
+    u = torch.linspace(-1, 1, out_f)[:, None]
+    v = torch.linspace(0.5, 2, in_f)[None, :]
+    set_weight(lin, u @ v)  # exactly rank 1
+    return model
+
+
+def test_layer_factors_rebuild_weights_and_stride():
+    model = _tiny()
+    f = layer_factors(model)
+    assert sorted({k.split(".")[0] for k in f}) == ["0", "1"] and len(f) == 14
+    for key, (A, B) in f.items():
+        i, name = key.split(".", 1)
+        w = get_weight(block_linears(decoder_blocks(model)[int(i)])[name])
+        assert A.shape == (min(w.shape), w.shape[1]) and B.shape == (w.shape[0], min(w.shape))
+        torch.testing.assert_close(B @ A, w, atol=1e-5, rtol=1e-5)
+    assert {k.split(".")[0] for k in layer_factors(model, block_stride=2)} == {"0"}
+    with pytest.raises(ValueError, match="block_stride"):
+        layer_factors(model, 0)
+
+
+def test_truncate_by_energy_rank_one_layer_and_dense_fallback():
+    model = _tiny()
+    before = {k: get_weight(block_linears(decoder_blocks(model)[int(k[0])])[k[2:]]).clone()
+              for k in layer_factors(model)}
+    f = layer_factors(model)
+    rep = truncate_by_energy(model, f, 0.999)
+    up = block_linears(decoder_blocks(model)[0])["mlp.up_proj"]
+    out_f, in_f = get_weight(up).shape
+    torch.testing.assert_close(get_weight(up), before["0.mlp.up_proj"], atol=1e-5, rtol=1e-5)  # rank 1 is exact
+    assert rep["layers_factorised"] >= 1
+    assert rep["params_dense"] == sum(w.numel() for w in before.values())
+    assert rep["params_kept"] < rep["params_dense"]
+    # energy 1.0 keeps every singular value of a full-rank random layer: nothing saves parameters, nothing changes
+    model2 = tiny_causal_lm(layers=2, seed=0)
+    f2 = layer_factors(model2)
+    rep2 = truncate_by_energy(model2, f2, 1.0)
+    assert rep2 == {"params_dense": rep["params_dense"], "params_kept": rep["params_dense"], "layers_factorised": 0}
+    w2 = get_weight(block_linears(decoder_blocks(model2)[1])["self_attn.q_proj"])
+    assert torch.equal(w2, before["1.self_attn.q_proj"])
+
+
+def test_truncate_by_energy_counts_rank_r_params():
+    model = _tiny()
+    f = {"0.mlp.up_proj": layer_factors(model)["0.mlp.up_proj"]}
+    rep = truncate_by_energy(model, f, 0.5)
+    out_f, in_f = get_weight(block_linears(decoder_blocks(model)[0])["mlp.up_proj"]).shape
+    assert rep == {"params_dense": out_f * in_f, "params_kept": out_f + in_f, "layers_factorised": 1}
+
+
+def test_truncate_by_energy_rejects_foreign_factors():
+    model = _tiny()
+    A, B = layer_factors(model)["0.mlp.up_proj"]
+    with pytest.raises(ValueError, match="do not fit"):
+        truncate_by_energy(model, {"0.mlp.down_proj": (A, B)}, 0.9)
+
+
+def test_sizes_and_registration():
+    assert track8_sizes("ci")["lottery_rounds"] < track8_sizes("laptop")["lottery_rounds"]
+    assert set(track8_sizes("gpu")) == set(track8_sizes("ci"))
+    reg = registry()
+    for cid in ("C13", "C14", "C16", "C18", "C30", "C36", "C37", "C40"):
+        assert cid in reg
