@@ -6,7 +6,8 @@ from lessonlib.models import block_linears, decoder_blocks, get_weight, tiny_cau
 from lessonlib.prune.magnitude import magnitude_mask
 from lessonlib.prune.masks import apply_mask, is_nm_sparse, n_to_prune, nm_mask, prune_lowest_count
 from lessonlib.prune.obs import mask_to_order, obs_prune
-from lessonlib.prune.sparsegpt import damped_inverse, sparsegpt_prune, sparsegpt_prune_model
+from lessonlib.hessian import damped_inverse
+from lessonlib.prune.sparsegpt import sparsegpt_prune, sparsegpt_prune_model
 from lessonlib.prune.wanda import wanda_mask
 
 

@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import progress_disabled
-from .masks import check_mask, n_to_prune
-from .sparsegpt import damped_inverse, prepare_layer
+from .masks import _check_matrix, check_mask, n_to_prune
+from ..hessian import damped_inverse, prepare_layer
 
 __all__ = ["obs_prune", "mask_to_order"]
 
@@ -45,6 +45,7 @@ def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | Non
     the lowest ``w_q^2 / [H^-1]_qq`` (ties: lowest index).  ``order`` (out, k) long: remove exactly these
     columns, in this order (give one of the two).  All rows are processed together as a batch.
     """
+    _check_matrix(weight)
     W, H, _ = prepare_layer(weight, hessian)
     out, n = W.shape
     if (sparsity is None) == (order is None):
@@ -57,7 +58,7 @@ def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | Non
         k = order.shape[1]
     else:
         k = n_to_prune(n, sparsity)
-    Hinv = damped_inverse(H, percdamp).expand(out, n, n).clone()  # (out, in, in): one copy per row
+    Hinv = damped_inverse(H, percdamp)[0].expand(out, n, n).clone()  # (out, in, in): one copy per row
     removed = torch.zeros_like(W, dtype=torch.bool)  # (out, in)
     rows = torch.arange(out, device=W.device)
     for t in tqdm(range(k), desc="OBS", disable=progress_disabled(), leave=False):

@@ -12,70 +12,19 @@ matrix product per block (Algorithm 1, last line).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..calib import HessianStats, SequentialReport, run_sequential
+from ..hessian import damped_inverse, prepare_layer
 from ..models import block_linears, get_weight, set_weight
 from .masks import _check_matrix, check_mask, check_nm, n_to_prune, nm_mask, prune_lowest_count, resolve_sparsity
 
-__all__ = ["prepare_layer", "damped_inverse", "sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
+__all__ = ["sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
-
-
-def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validated working copies ``(W, H, dead)`` in float32 (float64 if the weight is float64).
-
-    Dead inputs (``H_ii == 0``: the channel was always zero) get ``H_ii = 1`` and ``W[:, i] = 0``, as in the
-    SparseGPT / GPTQ reference code, so H stays invertible and the weight has no effect anyway.
-    """
-    _check_matrix(weight)
-    n = weight.shape[1]
-    if not isinstance(hessian, torch.Tensor) or tuple(hessian.shape) != (n, n):
-        shape = tuple(hessian.shape) if isinstance(hessian, torch.Tensor) else type(hessian).__name__
-        raise ValueError(f"hessian must have shape ({n}, {n}) = (in, in) for a weight {tuple(weight.shape)}, got {shape}")
-    if not torch.isfinite(hessian).all():
-        raise ValueError("hessian contains NaN or inf")
-    dt = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    W = weight.detach().to(dt).clone()  # (out, in)
-    H = hessian.detach().to(W.device, dt).clone()  # (in, in)
-    dead = torch.diag(H) == 0  # (in,)
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    return W, H, dead
-
-
-def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky: bool = False,
-                   max_tries: int = 8) -> torch.Tensor:
-    """``(H + damp I)^-1`` with ``damp = percdamp * mean(diag H)``, or its upper Cholesky factor U.
-
-    If a Cholesky factorisation fails (H not positive definite after damping) it warns, multiplies
-    ``percdamp`` by 10 and retries; after ``max_tries`` it raises ValueError.  The result is always finite.
-    """
-    if not 0.0 <= percdamp < 1e6:
-        raise ValueError(f"percdamp={percdamp} must be >= 0 (a fraction of the mean Hessian diagonal)")
-    n = hessian.shape[0]
-    mean_diag = torch.diag(hessian).mean()
-    eye = torch.eye(n, dtype=hessian.dtype, device=hessian.device)
-    frac = percdamp
-    for _ in range(max_tries):
-        L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
-        if info == 0:
-            out = torch.cholesky_inverse(L)  # H^-1, (in, in)
-            if upper_cholesky:
-                out, info = torch.linalg.cholesky_ex(out, upper=True)  # U: U^T U = H^-1
-            if info == 0 and torch.isfinite(out).all():
-                return out
-        new = max(frac * 10.0, 1e-6)
-        warnings.warn(f"Hessian is not positive definite with percdamp={frac:g}; retrying with percdamp={new:g}",
-                      RuntimeWarning, stacklevel=2)
-        frac = new
-    raise ValueError(f"Hessian still not positive definite after {max_tries} damping increases (last percdamp="
-                     f"{frac:g}); check it for degenerate statistics")
 
 
 def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor, prune_n: int = 0,
@@ -123,6 +72,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
     ``sparsity=None``).  ``quant`` quantizes each kept column jointly (GPTQ-style), ``q = quant(w_col)``.
     The returned weight has the input's dtype; pruned entries are exactly zero.
     """
+    _check_matrix(weight)
     W, H, _ = prepare_layer(weight, hessian)
     out, n = W.shape
     if mask is not None:
@@ -138,7 +88,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
     if check_nm(prune_n, prune_m) and block_size % prune_m:
         raise ValueError(f"block_size={block_size} must be a multiple of prune_m={prune_m} so N:M groups do not "
                          "straddle blocks")
-    U = damped_inverse(H, percdamp, upper_cholesky=True)  # (in, in), upper triangular
+    U, _ = damped_inverse(H, percdamp, upper_cholesky=True)  # (in, in), upper triangular
     keep = torch.ones_like(W, dtype=torch.bool) if mask is None else mask.to(W.device).clone()  # (out, in)
     for i1 in range(0, n, block_size):
         i2 = min(i1 + block_size, n)

@@ -20,7 +20,6 @@ block size divides the group size, e.g. groups of 128 with blocks of 128).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,10 +27,11 @@ import torch
 from torch import nn
 
 from ..calib import HessianStats, run_sequential
+from ..hessian import damped_inverse, prepare_layer
 from ..models import get_weight, set_weight
-from .affine import QuantScheme, check_finite, compute_qparams, dequantize_codes, quantize_codes
+from .affine import QuantScheme, compute_qparams, dequantize_codes, quantize_codes
 
-__all__ = ["GPTQResult", "prepare_hessian", "inverse_hessian_cholesky", "gptq_column_update", "gptq_quantize",
+__all__ = ["GPTQResult", "gptq_column_update", "gptq_quantize",
            "gptq_quantize_model", "hessian_error"]
 
 
@@ -59,50 +59,6 @@ def hessian_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch.
     return float(((d @ hessian.double()) * d).sum())
 
 
-def prepare_hessian(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Float32 copies of W (out, in) and H (in, in) with dead inputs handled (H_ii = 1, W_:,i = 0); and the
-    dead mask (in,).  Raises on wrong shapes or non-finite values."""
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
-    n_in = weight.shape[1]
-    if tuple(hessian.shape) != (n_in, n_in):
-        raise ValueError(f"hessian of shape {tuple(hessian.shape)} does not fit a weight with {n_in} input "
-                         f"columns; expected ({n_in}, {n_in})")
-    check_finite(weight, "weight")
-    check_finite(hessian, "hessian")
-    if bool((torch.diag(hessian) < 0).any()):
-        raise ValueError("hessian has negative diagonal entries; expected 2/N sum x x^T (positive semi-definite)")
-    W = weight.detach().float().clone()  # (out, in)
-    H = hessian.detach().float().clone()  # (in, in)
-    dead = torch.diag(H) == 0  # (in,)
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    return W, H, dead
-
-
-def inverse_hessian_cholesky(H: torch.Tensor, percdamp: float = 0.01, max_tries: int = 6) -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor U of (H + lambda I)^-1 with lambda = percdamp * mean(diag H): (in, in), and lambda.
-
-    If a factorisation fails, warns, multiplies lambda by 10 and retries (``max_tries`` times in all).
-    """
-    if percdamp < 0:
-        raise ValueError(f"percdamp={percdamp} must be >= 0")
-    mean_diag = float(torch.diag(H).mean())
-    damp = percdamp * mean_diag
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
-    for attempt in range(max_tries):
-        L, info = torch.linalg.cholesky_ex(H + damp * eye)
-        if int(info) == 0:
-            U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
-            if int(info) == 0 and bool(torch.isfinite(U).all()):
-                return U, damp
-        new = max(damp * 10, 1e-6 * abs(mean_diag), 1e-8)
-        warnings.warn(f"Hessian is not positive definite with damping {damp:.3g}; retrying with {new:.3g}",
-                      RuntimeWarning, stacklevel=2)
-        damp = new
-    raise ValueError(f"Hessian could not be factorised even with damping {damp:.3g} after {max_tries} tries")
-
-
 def gptq_column_update(W1: torch.Tensor, U1: torch.Tensor, i: int, q: torch.Tensor) -> torch.Tensor:
     """One OBS step of GPTQ (Algorithm 1, inner loop) on a block of columns, in place.
 
@@ -127,7 +83,9 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     scheme = QuantScheme(bits, group_size, sym)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size={block_size!r} must be a positive int")
-    W, H, _ = prepare_hessian(weight, hessian)  # (out, in), (in, in)
+    W, H, _ = prepare_layer(weight, hessian, dtype=torch.float32)  # (out, in), (in, in)
+    if bool((torch.diag(H) < 0).any()):
+        raise ValueError("hessian has negative diagonal entries; expected 2/N sum x x^T (positive semi-definite)")
     out_f, n_in = W.shape
     gs = group_size
     G = scheme.n_groups(n_in)
@@ -142,7 +100,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)  # (in,)
         W, H = W[:, perm], H[perm][:, perm]
-    U, damp = inverse_hessian_cholesky(H, percdamp)  # (in, in) upper
+    U, damp = damped_inverse(H, percdamp, upper_cholesky=True, max_tries=6)  # (in, in) upper
 
     Q = torch.zeros_like(W)  # (out, in)
     codes = torch.zeros(out_f, n_in, dtype=torch.int32, device=W.device)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from .affine import QuantScheme, compute_qparams, dequantize, dequantize_codes, expand_qparams, quantize_codes
-from .gptq import inverse_hessian_cholesky, prepare_hessian
+from ..hessian import damped_inverse, prepare_layer
 
 __all__ = ["OBQResult", "obq_quantize"]
 
@@ -51,7 +51,7 @@ def _result(weight: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zer
 
 
 def _damped_inverse(H: torch.Tensor, percdamp: float) -> torch.Tensor:
-    _, damp = inverse_hessian_cholesky(H, percdamp)  # same damping (and retries) as GPTQ
+    _, damp = damped_inverse(H, percdamp, upper_cholesky=True, max_tries=6)  # same damping (and retries) as GPTQ
     H64 = H.double() + damp * torch.eye(H.shape[0], dtype=torch.float64, device=H.device)
     return torch.cholesky_inverse(torch.linalg.cholesky(H64))  # (in, in)
 
@@ -69,7 +69,9 @@ def obq_quantize(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantSchem
     """
     if order not in ("greedy", "fixed"):
         raise ValueError(f"order={order!r}; choose 'greedy' or 'fixed'")
-    W32, H, _ = prepare_hessian(weight, hessian)  # (out, in), (in, in)
+    W32, H, _ = prepare_layer(weight, hessian, dtype=torch.float32)  # (out, in), (in, in)
+    if bool((torch.diag(H) < 0).any()):
+        raise ValueError("hessian has negative diagonal entries; expected 2/N sum x x^T (positive semi-definite)")
     Hinv = _damped_inverse(H, percdamp)  # (in, in) float64
     W = W32.double()
     out_f, n_in = W.shape

@@ -1,0 +1,71 @@
+"""The layer Hessian handling shared by GPTQ, OBQ, SparseGPT and OBS.
+
+All four minimise ||W X - W' X||^2 for one linear layer, whose Hessian is H = 2/N X X^T (in, in).  Before
+any of them can use H they do the same two things (GPTQ reference code ``fasterquant``; SparseGPT
+``fasterprune``): handle dead inputs, and invert H with a little damping.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+__all__ = ["prepare_layer", "damped_inverse"]
+
+
+def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
+                  dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validated working copies ``(W, H, dead)`` of a weight (out, in) and its Hessian (in, in).
+
+    Dead inputs (``H_ii == 0``: the channel was always zero) get ``H_ii = 1`` and ``W[:, i] = 0``, so H stays
+    invertible and the weight, which never mattered, is not spent on.  ``dtype`` is the working precision;
+    by default float64 for a float64 weight, else float32.  Raises ValueError on wrong shapes or NaN/inf.
+    An indefinite H is left to ``damped_inverse``, which raises the damping until it factorises.
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"weight must be a 2-D (out, in) tensor, got {shape}")
+    n = weight.shape[1]
+    if not isinstance(hessian, torch.Tensor) or tuple(hessian.shape) != (n, n):
+        shape = tuple(hessian.shape) if isinstance(hessian, torch.Tensor) else type(hessian).__name__
+        raise ValueError(f"hessian must have shape ({n}, {n}) = (in, in) for a weight {tuple(weight.shape)}, got {shape}")
+    for name, t in (("weight", weight), ("hessian", hessian)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    dt = dtype or (torch.float64 if weight.dtype == torch.float64 else torch.float32)
+    W = weight.detach().to(dt).clone()  # (out, in)
+    H = hessian.detach().to(W.device, dt).clone()  # (in, in)
+    dead = torch.diag(H) == 0  # (in,)
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    return W, H, dead
+
+
+def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky: bool = False,
+                   max_tries: int = 8) -> tuple[torch.Tensor, float]:
+    """``((H + lambda I)^-1 or its upper Cholesky factor U, lambda)`` with lambda = percdamp * mean(diag H).
+
+    U satisfies U^T U = (H + lambda I)^-1; GPTQ and SparseGPT read their updates off its rows.  If a
+    factorisation fails (H not positive definite after damping) it warns, multiplies the damping by 10
+    (at least 1e-6 of the mean diagonal) and retries; after ``max_tries`` it raises ValueError.  The
+    result is always finite.
+    """
+    if not 0.0 <= percdamp < 1e6:
+        raise ValueError(f"percdamp={percdamp} must be >= 0 (a fraction of the mean Hessian diagonal)")
+    mean_diag = float(torch.diag(hessian).mean())
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    frac = percdamp
+    for _ in range(max_tries):
+        L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
+        if int(info) == 0:
+            out = torch.cholesky_inverse(L)  # (H + lambda I)^-1, (in, in)
+            if upper_cholesky:
+                out, info = torch.linalg.cholesky_ex(out, upper=True)  # U: U^T U = H^-1
+            if int(info) == 0 and bool(torch.isfinite(out).all()):
+                return out, frac * mean_diag
+        new = max(frac * 10.0, 1e-6)
+        warnings.warn(f"Hessian is not positive definite with percdamp={frac:g}; retrying with percdamp={new:g}",
+                      RuntimeWarning, stacklevel=2)
+        frac = new
+    raise ValueError(f"Hessian still not positive definite after {max_tries} damping increases (last percdamp="
+                     f"{frac:g}); check it for degenerate statistics")
