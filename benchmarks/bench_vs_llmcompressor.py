@@ -6,7 +6,10 @@ held-out speeches, non-overlapping windows; the peer gets the very same windows 
 formula), same settings on both sides:
 
 * quantization: 4-bit, groups of 64 input columns, asymmetric (``--sym`` for symmetric), no act-order,
-  GPTQ block size 128, damping 1% of mean diag(H);
+  GPTQ block size 128, damping 1% of mean diag(H); ``rtn`` / ``gptq`` use lessonlib's grid (float zero
+  point on the exact group range), ``rtn_int`` / ``gptq_int`` the compressed-tensors grid llm-compressor
+  uses (range widened to include 0, integer zero point: ``QuantScheme(int_zero=True)``); ``gptq*`` fit
+  the groups up front like llm-compressor 0.14 (``static_groups=True``), ``gptq_dyn`` when GPTQ reaches them;
 * pruning: 50% unstructured (per output row for Wanda, per 128-column block for SparseGPT, as in both
   references) and 2:4;
 * ``lm_head`` (tied to the embeddings) and the embeddings are left alone on both sides.
@@ -47,8 +50,10 @@ PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_llm
 METHODS = {
     "dense": ("dense", "-"),
     "rtn": ("rtn", "quant"),
+    "rtn_int": ("rtn", "quant"),  # integer zero point on a 0-including range: compressed-tensors' grid
     "gptq": ("gptq", "quant"),  # static groups: fitted on the original weights, like llm-compressor 0.14
-    "gptq_dyn": ("gptq", "quant"),  # lessonlib default: each group fitted when GPTQ reaches it (reference GPTQ)
+    "gptq_int": ("gptq", "quant"),  # static groups on compressed-tensors' grid (integer zero point)
+    "gptq_dyn": ("gptq", "quant"),  # each group fitted when GPTQ reaches it (reference GPTQ)
     "magnitude": (None, "prune"),
     "magnitude24": (None, "prune"),
     "wanda": ("wanda", "prune"),
@@ -56,7 +61,7 @@ METHODS = {
     "sparsegpt": ("sparsegpt", "prune"),
     "sparsegpt24": ("sparsegpt24", "prune"),
 }
-DEFAULT = "dense,rtn,gptq,gptq_dyn,magnitude,magnitude24,wanda,wanda24,sparsegpt,sparsegpt24"
+DEFAULT = "dense,rtn,rtn_int,gptq,gptq_int,gptq_dyn,magnitude,magnitude24,wanda,wanda24,sparsegpt,sparsegpt24"
 
 
 def compress_lessonlib(method: str, model, calib: torch.Tensor, args) -> None:
@@ -64,12 +69,12 @@ def compress_lessonlib(method: str, model, calib: torch.Tensor, args) -> None:
     from lessonlib.prune import magnitude_prune_model, sparsegpt_prune_model, wanda_prune_model
     from lessonlib.quant import QuantScheme, gptq_quantize_model, rtn_quantize_model
 
-    scheme = QuantScheme(args.bits, args.group_size, args.sym)
+    scheme = QuantScheme(args.bits, args.group_size, args.sym, int_zero=method.endswith("_int") and not args.sym)
     n, m = (2, 4) if method.endswith("24") else (0, 0)
-    if method == "rtn":
+    if method.startswith("rtn"):
         rtn_quantize_model(model, scheme)
-    elif method in ("gptq", "gptq_dyn"):
-        gptq_quantize_model(model, calib, scheme, act_order=False, static_groups=(method == "gptq"),
+    elif method.startswith("gptq"):
+        gptq_quantize_model(model, calib, scheme, act_order=False, static_groups=(method != "gptq_dyn"),
                             block_size=args.block_size, percdamp=args.percdamp, device="cpu")
     elif method.startswith("magnitude"):
         magnitude_prune_model(model, args.sparsity, n, m)
@@ -226,6 +231,7 @@ def main(argv=None) -> int:
         raise ValueError(f"unknown methods {bad}; choose from {sorted(METHODS)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    load_start = os.getloadavg()
 
     base, tok = load_model(device="cpu")
     model_dir = base.name_or_path  # the materialised safetensors folder under ~/.cache/lessonlib/models/
@@ -241,7 +247,8 @@ def main(argv=None) -> int:
     peer_methods = list(dict.fromkeys(METHODS[m][0] for m in methods if METHODS[m][0]))
     peer = run_peer(peer_methods, model_dir, data_path, args)
 
-    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
+    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(), "machine": platform.platform(),
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "threads": args.threads, "calib": list(calib.shape), "eval": list(wins.shape),
             "scheme": {"bits": args.bits, "group_size": args.group_size, "sym": args.sym, "act_order": False,

@@ -38,25 +38,51 @@ class HessianStats:
     """Running H = 2/N * sum_n x_n x_n^T over the N calibration tokens seen so far, (in, in), float32.
 
     The layer-wise objective ||W X - W' X||^2 has this Hessian with respect to each row of W.
+    ``sym_blocks`` > 1 selects the faster accumulation: the raw sum X^T X is built from the upper
+    ``sym_blocks`` x ``sym_blocks`` tiles only (the lower ones are their transposes: about 40% fewer flops
+    for 4 tiles) and normalised by 2/N once, when ``hessian()`` is read.  The result agrees with the
+    default (a running mean, rescaled at every ``add``) to float rounding and is exactly symmetric.
     """
 
-    def __init__(self, n_in: int, device: torch.device | str = "cpu"):
+    def __init__(self, n_in: int, device: torch.device | str = "cpu", sym_blocks: int = 1):
+        if isinstance(sym_blocks, bool) or not isinstance(sym_blocks, int) or sym_blocks < 1:
+            raise ValueError(f"sym_blocks={sym_blocks!r} must be a positive int")
         self.H = torch.zeros(n_in, n_in, dtype=torch.float32, device=device)  # (in, in)
         self.n = 0
+        self.sym_blocks = sym_blocks
+        self._fresh = True  # sym_blocks > 1: whether self.H already holds 2/N * the raw sum
 
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).to(self.H.device, torch.float32)  # (tokens, in)
         if x.shape[1] != self.H.shape[0]:
             raise ValueError(f"input width {x.shape[1]} does not match the Hessian's {self.H.shape[0]}")
         m = x.shape[0]
+        if self.sym_blocks > 1:
+            self._add_raw(x)
+            self.n += m
+            return
         self.H.mul_(self.n / (self.n + m))  # rescale the running mean to the new count
         self.n += m
         x = x * math.sqrt(2.0 / self.n)
         self.H.addmm_(x.t(), x)  # (in, tokens) @ (tokens, in)
 
+    def _add_raw(self, x: torch.Tensor) -> None:
+        if not hasattr(self, "_S"):
+            self._S = torch.zeros_like(self.H)  # raw sum X^T X, upper tiles only until read
+        n_in, b = x.shape[1], -(-x.shape[1] // self.sym_blocks)
+        for i in range(0, n_in, b):
+            self._S[i:i + b, i:].addmm_(x[:, i:i + b].t(), x[:, i:])  # (b, tokens) @ (tokens, in - i)
+        self._fresh = False
+
     def hessian(self) -> torch.Tensor:
         if self.n == 0:
             raise RuntimeError("no calibration inputs reached this layer")
+        if self.sym_blocks > 1 and not self._fresh:
+            S, n_in, b = self._S, self._S.shape[0], -(-self._S.shape[0] // self.sym_blocks)
+            for i in range(0, n_in, b):
+                S[i + b:, i:i + b] = S[i:i + b, i + b:].t()  # mirror the upper tiles
+            torch.mul(S, 2.0 / self.n, out=self.H)
+            self._fresh = True
         return self.H
 
 
@@ -202,19 +228,89 @@ class SequentialReport:
     tokens: int = 0
 
 
+class _StatsHooks:
+    """Forward pre-hooks that feed each hooked layer's input into its statistics object.
+
+    ``share_inputs``: layers that receive the very same input tensor within one block forward (q/k/v
+    read one normalised hidden state, gate/up another) get one shared statistics object, fed once;
+    the sharing is read off the first forward and checked in every later one.  Once the first forward
+    has shown that every hooked layer runs exactly once, later forwards stop (``_Stop``) as soon as the
+    last hooked layer has its input: the rest of the block is not needed for statistics.
+    """
+
+    def __init__(self, linears: dict[str, nn.Module], make: Callable[..., Stats], dev, share_inputs: bool):
+        self.linears, self.make, self.dev, self.share = linears, make, dev, share_inputs
+        self.st: dict[str, Stats] = {}
+        self.alias: dict[str, str] = {}  # layer -> the layer whose statistics it shares
+        self.last: dict[str, torch.Tensor] = {}  # this forward's input of each layer, kept alive for `is`
+        self.calls: dict[str, int] = {}
+        self.first, self.stop_early = True, False
+        self.handles = [lin.register_forward_pre_hook(self._hook(n)) for n, lin in linears.items()]
+
+    def _new(self, name: str) -> Stats:
+        return self.make(get_weight(self.linears[name]).shape[1], self.dev)
+
+    def _hook(self, name: str):
+        def hook(_mod, args):
+            x = args[0]  # the caller's tensor object itself (``detach()`` would make a new one each call)
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if name in self.alias:
+                if self.last.get(self.alias[name]) is not x:
+                    raise RuntimeError(f"layer {name!r} shared the input of {self.alias[name]!r} in the first "
+                                       "forward but not in a later one; use share_inputs=False")
+            else:
+                owner = None
+                if self.share and self.first and name not in self.st:
+                    owner = next((n for n, t in self.last.items() if t is x), None)
+                if owner is not None:
+                    self.alias[name] = self.alias.get(owner, owner)
+                    self.st[name] = self.st[self.alias[name]]
+                else:
+                    if name not in self.st:
+                        self.st[name] = self._new(name)
+                    self.st[name].add(x.detach())
+            self.last[name] = x
+            if self.stop_early and len(self.calls) == len(self.linears):
+                raise _Stop
+        return hook
+
+    def run(self, block: nn.Module, hiddens: list[torch.Tensor], kwargs: dict) -> dict[str, Stats]:
+        try:
+            for x in hiddens:
+                self.last.clear()
+                self.calls.clear()
+                try:
+                    block(x, **kwargs)
+                except _Stop:
+                    pass
+                if self.first:
+                    self.first = False
+                    self.stop_early = len(self.calls) == len(self.linears) and all(
+                        c == 1 for c in self.calls.values())
+        finally:
+            self.last.clear()
+            for h in self.handles:
+                h.remove()
+        for n in self.linears:  # a layer the forward never reached: empty statistics (hessian() raises)
+            if n not in self.st:
+                self.st[n] = self._new(n)
+        return {n: self.st[n] for n in self.linears}
+
+
 @torch.no_grad()
 def run_sequential(model: nn.Module, batches: torch.Tensor,
                    compress: Callable[[int, nn.Module, dict[str, Stats]], None],
                    stats: Callable[..., Stats] | None = HessianStats, device: torch.device | str = "auto",
                    layer_filter: Callable[[str], bool] | None = None, groups: list[list[str]] | None = None,
-                   progress: bool = True) -> SequentialReport:
+                   progress: bool = True, share_inputs: bool = False) -> SequentialReport:
     """Walk the decoder blocks one at a time, compressing each on statistics of its real inputs.
 
     ``compress(i, block, stats)`` gets block ``i`` (on ``device``) and a dict from linear-layer name
     (e.g. ``"self_attn.q_proj"``) to its statistics object (built by ``stats(in_features, device)``);
     it changes the block's weights in place.  ``groups`` (GPTQ's "true sequential" mode) lists groups of
     layer names handled one after another, each calibrated after the previous group was compressed.
-    ``layer_filter(name)`` skips layers it returns False for.
+    ``layer_filter(name)`` skips layers it returns False for.  ``share_inputs=True``: layers that read the
+    same input tensor (q/k/v, gate/up) map to one shared statistics object, accumulated once.
     """
     dev = resolve_device(device)
     t_start = time.perf_counter()
@@ -234,19 +330,11 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
             group = [n for n in group if n in linears]
             st: dict[str, Stats] = {}
             if stats is not None and group:
-                handles = []
-                for n in group:
-                    st[n] = stats(get_weight(linears[n]).shape[1], dev)
-                    handles.append(linears[n].register_forward_hook(
-                        lambda _m, inp, _out, s=st[n]: s.add(inp[0].detach())))
-                try:
-                    run_block(block, hiddens, kw)
-                finally:
-                    for h in handles:
-                        h.remove()
+                st = _StatsHooks({n: linears[n] for n in group}, stats, dev, share_inputs).run(block, hiddens, kw)
             if group:
                 compress(i, block, st)
-        hiddens = run_block(block, hiddens, kw)  # inputs of block i+1, from the compressed block
+        if i + 1 < len(blocks):
+            hiddens = run_block(block, hiddens, kw)  # inputs of block i+1, from the compressed block
         block.to(home)
         report.block_seconds.append(time.perf_counter() - t0)
     report.seconds = time.perf_counter() - t_start

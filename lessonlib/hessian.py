@@ -30,7 +30,7 @@ def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
         shape = tuple(hessian.shape) if isinstance(hessian, torch.Tensor) else type(hessian).__name__
         raise ValueError(f"hessian must have shape ({n}, {n}) = (in, in) for a weight {tuple(weight.shape)}, got {shape}")
     for name, t in (("weight", weight), ("hessian", hessian)):
-        if not torch.isfinite(t).all():
+        if not _all_finite(t):
             raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     dt = dtype or (torch.float64 if weight.dtype == torch.float64 else torch.float32)
     W = weight.detach().to(dt).clone()  # (out, in)
@@ -41,14 +41,32 @@ def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
     return W, H, dead
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """A finite sum proves every entry finite (NaN/inf propagate), far cheaper than the elementwise test."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _lower_inverse(M: torch.Tensor, eye: torch.Tensor, n_blocks: int = 4) -> torch.Tensor:
+    """M^-1 of a lower-triangular M (n, n), by column blocks: block [c0, c1) of M^-1 is zero above row c0,
+    so it solves only the trailing system M[c0:, c0:] (about half the work of one full solve)."""
+    n = M.shape[0]
+    out = torch.zeros_like(M)
+    b = -(-n // n_blocks)
+    for c0 in range(0, n, b):
+        out[c0:, c0:c0 + b] = torch.linalg.solve_triangular(M[c0:, c0:], eye[c0:, c0:c0 + b], upper=False)
+    return out
+
+
 def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky: bool = False,
-                   max_tries: int = 8) -> tuple[torch.Tensor, float]:
+                   max_tries: int = 8, flip: bool = False) -> tuple[torch.Tensor, float]:
     """``((H + lambda I)^-1 or its upper Cholesky factor U, lambda)`` with lambda = percdamp * mean(diag H).
 
     U satisfies U^T U = (H + lambda I)^-1; GPTQ and SparseGPT read their updates off its rows.  If a
     factorisation fails (H not positive definite after damping) it warns, multiplies the damping by 10
     (at least 1e-6 of the mean diagonal) and retries; after ``max_tries`` it raises ValueError.  The
-    result is always finite.
+    result is always finite.  ``flip=True`` (with ``upper_cholesky``) gets U from one factorisation:
+    with J the reversal permutation and M the lower Cholesky factor of J (H + lambda I) J, U = J M^-1 J
+    (the same unique factor, one Cholesky and one triangular solve instead of two and an inversion).
     """
     if not 0.0 <= percdamp < 1e6:
         raise ValueError(f"percdamp={percdamp} must be >= 0 (a fraction of the mean Hessian diagonal)")
@@ -56,12 +74,22 @@ def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     frac = percdamp
     for _ in range(max_tries):
-        L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
+        if flip and upper_cholesky:
+            Hf = hessian.flip(0, 1)  # J H J, a copy; its diagonal is H's diagonal reversed
+            Hf.diagonal().add_(frac * mean_diag)
+            M, info = torch.linalg.cholesky_ex(Hf)  # lower
+            if int(info) == 0:
+                out = _lower_inverse(M, eye).flip(0, 1)  # U = J M^-1 J, upper
+                if _all_finite(out):
+                    return out, frac * mean_diag
+            info = 1
+        else:
+            L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
         if int(info) == 0:
             out = torch.cholesky_inverse(L)  # (H + lambda I)^-1, (in, in)
             if upper_cholesky:
                 out, info = torch.linalg.cholesky_ex(out, upper=True)  # U: U^T U = H^-1
-            if int(info) == 0 and bool(torch.isfinite(out).all()):
+            if int(info) == 0 and _all_finite(out):
                 return out, frac * mean_diag
         new = max(frac * 10.0, 1e-6)
         warnings.warn(f"Hessian is not positive definite with percdamp={frac:g}; retrying with percdamp={new:g}",

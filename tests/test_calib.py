@@ -100,3 +100,34 @@ def test_groups_true_sequential_and_filter():
 def test_bad_batches():
     with pytest.raises(ValueError, match=r"\(N, T\)"):
         capture_block_inputs(tiny_causal_lm(), torch.zeros(5, dtype=torch.long))
+
+
+def test_shared_inputs_share_one_statistics_object_with_the_same_hessian():
+    m = tiny_causal_lm("llama", layers=2)
+    b = torch.randint(0, 256, (3, 12), generator=torch.Generator().manual_seed(3))
+    plain, shared = {}, {}
+    run_sequential(m, b, lambda i, blk, st: plain.update({(i, n): s.hessian().clone() for n, s in st.items()}),
+                   progress=False)
+
+    def record(i, blk, st):
+        assert st["self_attn.q_proj"] is st["self_attn.k_proj"] is st["self_attn.v_proj"]
+        assert st["mlp.gate_proj"] is st["mlp.up_proj"] and st["self_attn.o_proj"] is not st["mlp.down_proj"]
+        shared.update({(i, n): s.hessian().clone() for n, s in st.items()})
+
+    run_sequential(m, b, record, progress=False, share_inputs=True,
+                   stats=lambda n_in, dev: HessianStats(n_in, dev, sym_blocks=3))
+    assert set(shared) == set(plain)
+    for k in plain:
+        torch.testing.assert_close(shared[k], plain[k], atol=1e-5, rtol=1e-5)
+        assert torch.equal(shared[k], shared[k].T)  # the tiled accumulation is exactly symmetric
+
+
+def test_tiled_hessian_by_hand():
+    x = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
+    s = HessianStats(3, sym_blocks=2)
+    s.add(x[:1])
+    s.add(x[1:])
+    # 2/2 * X^T X = [[1, 2, 0], [2, 5, 3], [0, 3, 9]]
+    assert torch.equal(s.hessian(), torch.tensor([[1.0, 2.0, 0.0], [2.0, 5.0, 3.0], [0.0, 3.0, 9.0]]))
+    with pytest.raises(ValueError, match="sym_blocks"):
+        HessianStats(3, sym_blocks=0)

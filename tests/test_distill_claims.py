@@ -110,6 +110,10 @@ def test_encoder_schedule_follows_the_profile():
     assert ci.batch_size == 16 and ci.steps == 24 and ci.lr == pytest.approx(3e-4)
     lap = encoder_schedule("laptop")
     assert lap.steps == 375  # min(2 * 200, ceil(3 * 4000 / 32))
+    from lessonlib.distill.encoder_task import teacher_schedule
+    t = teacher_schedule("ci")  # three passes over 512 sentences in batches of 16: ceil(1536 / 16) = 96
+    assert (t.steps, t.batch_size, t.lr) == (96, ci.batch_size, ci.lr)
+    assert teacher_schedule("laptop") == lap  # the students' schedule already makes three passes there
 
 
 def _tiny_bert(layers: int = 4, seed: int = 0):
@@ -168,3 +172,19 @@ def test_exit_heads_train_on_a_frozen_backbone():
     train_exit_heads(model, heads, wins, steps=2, batch_size=2, lr=1e-2)
     assert not torch.equal(before, heads.heads[0].norm.weight)
     assert model.model.embed_tokens.weight.grad is None  # the shared LM head stays untouched
+
+
+# ------------------------------------------------------------------ verdicts gated by seed noise
+def test_comparisons_inside_the_seed_spread_are_not_measurable():
+    from lessonlib.claims import rules
+    from lessonlib.claims.exp_distill import _beyond_noise, _best_margin, _enc_beyond_noise
+    s = {"soft_ppl": {1.0: 100.0, 2.0: 104.0, 4.0: 130.0}, "seed_spread": 5.0}
+    assert _best_margin(s) == pytest.approx(4.0)  # 104 - 100
+    inner = rules.within(1.0, 2, 4, "best T")
+    assert _beyond_noise(_best_margin(s), s, "best T", inner).status == rules.NOT_MEASURABLE
+    assert _beyond_noise(6.0, s, "best T", inner) == inner  # a margin beyond the spread keeps the rule's verdict
+    r = {"seed_spread": 0.02}
+    held = rules.at_least(0.03, 0.004, "gain")
+    assert _enc_beyond_noise(0.03, r, "gain", held) == held
+    assert _enc_beyond_noise(-0.01, r, "gain", held).status == rules.NOT_MEASURABLE
+    assert _enc_beyond_noise(-0.05, r, "gain", rules.at_least(-0.05, 0.004, "gain")).status == rules.FAILS

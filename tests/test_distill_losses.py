@@ -121,6 +121,29 @@ def test_feature_distiller_projection_and_kinds():
         fd(h_t, h_t)
 
 
+def test_hidden_state_loss_literals_mask_and_errors():
+    from lessonlib.distill.losses import hidden_state_loss
+    T = torch.tensor
+    # W = [[1, 0, 0], [0, 0, 2]] maps [1, 5, 1] to [1, 2]; teacher [1, 4]: squares 0, 4 over 2 elements -> 2
+    W = T([[1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    assert hidden_state_loss(T([[[1.0, 5.0, 1.0]]]), T([[[1.0, 4.0]]]), W).item() == pytest.approx(2.0)
+    # cosine: orthogonal (1), parallel (0), opposite but masked out -> mean over 2 kept positions = 0.5
+    hs, ht = T([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]), T([[[0.0, 1.0], [0.0, 3.0], [-1.0, -1.0]]])
+    assert hidden_state_loss(hs, ht, kind="cosine", mask=T([[1, 1, 0]])).item() == pytest.approx(0.5)
+    assert hidden_state_loss(hs, ht, kind="cosine").item() == pytest.approx(1.0)  # (1 + 0 + 2) / 3
+    # agrees with FeatureDistiller, which only adds the learned projection module around it
+    fd = FeatureDistiller(8, 12, kind="cosine", seed=3)
+    a, b = torch.randn(2, 4, 8), torch.randn(2, 4, 12)
+    m = T([[1, 1, 0, 0], [1, 0, 1, 1]])
+    assert fd(a, b, m).item() == pytest.approx(hidden_state_loss(a, b, fd.proj.weight, "cosine", m).item())
+    with pytest.raises(ValueError, match="proj_weight"):
+        hidden_state_loss(a, b)  # widths differ and no projection
+    with pytest.raises(ValueError, match="mask"):
+        hidden_state_loss(b, b, mask=torch.zeros(2, 4))  # selects nothing
+    with pytest.raises(ValueError, match="kind"):
+        hidden_state_loss(b, b, kind="l1")
+
+
 def test_attention_distillation_loss():
     # one row: teacher [1, 0] (causal row), student [0.5, 0.5] -> KL = 1 * ln(1 / 0.5) = ln 2
     pt = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])

@@ -48,3 +48,19 @@ def test_training_heads_improves_early_exits_and_keeps_backbone(objective):
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
     with pytest.raises(ValueError, match="objective"):
         train_exit_heads(m, heads, data, steps=1, objective="mse")
+
+
+def test_training_heads_freezes_the_shared_lm_head_and_restores_flags():
+    m = tiny_causal_lm("llama", layers=3, seed=1)
+    m.requires_grad_(True)
+    m.model.layers[1].requires_grad_(False)  # a caller's own mix of flags must come back unchanged
+    flags = {n: p.requires_grad for n, p in m.named_parameters()}
+    head_w = m.lm_head.weight.detach().clone()
+    heads = ExitHeads(m, adapter=True)
+    data = torch.randint(0, 256, (4, 10), generator=torch.Generator().manual_seed(1))
+    train_exit_heads(m, heads, data, steps=3, batch_size=2, lr=1e-2, objective="ce")
+    # no gradient reached the LM head (or any backbone weight): it was frozen, not merely left out of AdamW
+    assert m.lm_head.weight.grad is None and all(p.grad is None for p in m.parameters())
+    assert torch.equal(m.lm_head.weight, head_w)
+    assert {n: p.requires_grad for n, p in m.named_parameters()} == flags
+    assert all(p.grad is not None for p in heads.parameters())  # the heads themselves did train

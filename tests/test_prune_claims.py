@@ -143,3 +143,22 @@ def test_block_stats_match_the_sequential_engine_on_the_dense_model():
     assert norms.shape == (128,) and (norms > 0).all()
     with pytest.raises(ValueError, match="block=2"):
         ep.block_stats(model, calib, 2)
+
+
+def test_verdict_c22_needs_both_sparsities_within_two_percent():
+    ok = {"movement_rel_loss_50": 0.0, "movement_rel_loss_70": 0.02}
+    assert ep.verdict_c22(ok).status == rules.HOLDS
+    assert ep.verdict_c22({**ok, "movement_rel_loss_50": 0.021}).status == rules.FAILS
+    assert ep.verdict_c22({**ok, "movement_rel_loss_70": 0.05}).status == rules.FAILS
+    assert ep.verdict_c22({**ok, "movement_rel_loss_70": -0.01}).status == rules.HOLDS  # pruned beat dense
+
+
+def test_c05_time_ratio_uses_cpu_time(monkeypatch):
+    runs = {"wanda": {"ppl": 20.0, "seconds": 9.0, "cpu_seconds": 2.0},
+            "sparsegpt": {"ppl": 21.0, "seconds": 10.0, "cpu_seconds": 20.0}}
+    monkeypatch.setattr(ep, "_run", lambda ctx, method, *pt: runs[method])
+    o = ep.c05(Context("ci"))
+    assert o.measured["time_ratio"] == pytest.approx(10.0)  # CPU 20 / 2, not wall 10 / 9
+    assert o.verdict.status == rules.HOLDS  # PPL 5% above (<= 10%), ratio 10 in [5, 20]
+    runs["sparsegpt"]["cpu_seconds"] = 4.0  # wall ratio unchanged, CPU ratio 2
+    assert ep.c05(Context("ci")).verdict.status == rules.FAILS

@@ -158,3 +158,18 @@ def test_sparsity_report_on_tiny_model():
     rep = sparsity_report(model)
     assert all(r.sparsity == 0.5 for r in rep.layers) and math.isclose(rep.overall, 0.5)
     assert "overall" in rep.format()
+
+
+def test_prune_lowest_count_matches_a_stable_sort_with_ties():
+    """The selection path (kthvalue + ties to the lowest index) equals the slow stable-argsort definition."""
+    from lessonlib.prune.masks import prune_lowest_count
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        o, i = torch.randint(1, 9, (2,), generator=g).tolist()
+        s = torch.randint(-2, 3, (o, i), generator=g).float() if trial % 2 else torch.randn(o, i, generator=g)
+        k = int(torch.randint(0, o * i + 1, (1,), generator=g))
+        ref = torch.ones(o, i, dtype=torch.bool)
+        ref.view(-1)[torch.argsort(s.reshape(-1), stable=True)[:k]] = False
+        assert torch.equal(prune_lowest_count(s, k), ref), (s, k)
+    assert prune_lowest_count(torch.tensor([[1.0, 1.0, 1.0, 0.0]]), 2).tolist() == [[False, True, True, False]]
+    assert prune_lowest_count(torch.ones(2, 2).t(), 4).sum() == 0  # non-contiguous input, everything pruned

@@ -56,3 +56,45 @@ def test_2of4_on_cuda():
     sw = to_2of4_semi_structured(w)
     x = torch.randn(128, 64, dtype=torch.float16, device="cuda")
     torch.testing.assert_close(sw @ x, w @ x, rtol=1e-2, atol=1e-2)
+
+
+def test_compress_2of4_literal_and_round_trip():
+    from lessonlib.prune.sparse_kernels import compress_2of4, decompress_2of4
+    w = torch.tensor([[0.0, 3.0, 0.0, -1.0, 0.0, 0.0, 0.0, 7.0], [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]])
+    v, p = compress_2of4(w)
+    # row 0: {1, 3} and {3} padded with the leftmost zero 0; row 1: all zeros -> slots 0, 1, then {0, 1}
+    assert v.tolist() == [[3.0, -1.0, 0.0, 7.0], [0.0, 0.0, 1.0, 2.0]]
+    assert p.tolist() == [[1, 3, 0, 3], [0, 1, 0, 1]] and p.dtype == torch.int64
+    assert torch.equal(decompress_2of4(v, p), w)
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(16, 64, generator=g).half()
+    r = apply_mask(r.float(), magnitude_mask(r.float(), 0.5, 2, 4)).half()
+    v, p = compress_2of4(r)
+    assert v.dtype == torch.float16 and v.shape == (16, 32) and torch.equal(decompress_2of4(v, p), r)
+    # 2:4 storage: half the values plus 2 bits per kept value = 9 bits per weight for fp16
+    assert v.numel() * 16 + p.numel() * 2 == r.numel() * 9
+    with pytest.raises(ValueError, match="not 2:4"):
+        compress_2of4(torch.tensor([[1.0, 2.0, 3.0, 0.0]]))
+    with pytest.raises(ValueError, match="not 2:4"):
+        compress_2of4(torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="positions"):
+        decompress_2of4(v, p.int())
+
+
+def test_interleaved_cpu_times_and_clocks():
+    from lessonlib.prune.sparse_kernels import interleaved_cpu_times
+    calls = []
+    a = torch.randn(64, 64)
+    t = interleaved_cpu_times([lambda: calls.append("d") or a @ a, lambda: calls.append("s")], repeats=3, warmup=1)
+    assert calls == ["d", "s"] * 4  # one warm-up round, then interleaved rounds
+    assert len(t) == 2 and t[0] > 0 and t[1] >= 0
+    big = torch.randn(256, 256)
+    small, large = interleaved_cpu_times([lambda: big[:32, :32] @ big[:32, :32], lambda: big @ big @ big], 3)
+    assert large > small  # CPU work is what it measures
+    with pytest.raises(ValueError, match="repeats"):
+        interleaved_cpu_times([lambda: None], repeats=0)
+    rows = sparse_matmul_table(shapes=((16, 8),), sparsities=(0.5,), tokens=4, repeats=2, clock="wall")
+    assert rows[0].clock == "wall" and rows[0].csr_ms > 0
+    assert sparse_matmul_table(shapes=((16, 8),), sparsities=(0.5,), tokens=4, repeats=2)[0].clock == "cpu"
+    with pytest.raises(ValueError, match="clock"):
+        sparse_matmul_table(shapes=((16, 8),), sparsities=(0.5,), tokens=4, repeats=1, clock="gpu")

@@ -142,3 +142,39 @@ def test_dequantize_with_g_idx():
     g_idx = torch.tensor([1, 0, 1, 0])
     out = dequantize(codes, scales, zeros, g_idx=g_idx)
     assert torch.equal(out, torch.tensor([[-10.0, 1.0, 10.0, 3.0]]))
+
+
+def test_integer_zero_point_grid_by_hand():
+    from lessonlib.quant.affine import QuantScheme, compute_qparams, fake_quant
+    w = torch.tensor([[-0.6, 0.0, 1.0, 2.4]])
+    # float zero: s = 3.0 / 3 = 1, z = 0.6 -> grid {-0.6, 0.4, 1.4, 2.4}: 0 is not on it
+    torch.testing.assert_close(fake_quant(w, QuantScheme(2, -1)), torch.tensor([[-0.6, 0.4, 1.4, 2.4]]))
+    # integer zero: s = 1, z = round(0.6) = 1 -> grid {-1, 0, 1, 2}
+    s, z = compute_qparams(w, QuantScheme(2, -1, int_zero=True))
+    torch.testing.assert_close(s, torch.tensor([[1.0]]))
+    assert torch.equal(z, torch.tensor([[1.0]]))
+    torch.testing.assert_close(fake_quant(w, QuantScheme(2, -1, int_zero=True)), torch.tensor([[-1.0, 0.0, 1.0, 2.0]]))
+    # an all-positive group is widened to [0, max]: s = 1.7 / 3, z = 0, and 0.2 rounds to 0
+    wp = torch.tensor([[0.2, 0.5, 1.0, 1.7]])
+    s, z = compute_qparams(wp, QuantScheme(2, -1, int_zero=True))
+    torch.testing.assert_close(s, torch.tensor([[1.7 / 3]]))
+    assert torch.equal(z, torch.tensor([[0.0]]))
+    torch.testing.assert_close(fake_quant(wp, QuantScheme(2, -1, int_zero=True)),
+                               torch.tensor([[0.0, 1.7 / 3, 3.4 / 3, 1.7]]))
+
+
+def test_integer_zero_point_properties():
+    from lessonlib.quant.affine import QuantScheme, compute_qparams, quantize
+    w = torch.randn(8, 128, generator=torch.Generator().manual_seed(0))
+    sch = QuantScheme(4, 32, int_zero=True)
+    s, z = compute_qparams(w, sch)
+    assert torch.equal(z, z.round()) and z.min() >= 0 and z.max() <= 15
+    qw = quantize(w, sch)
+    assert torch.all(qw.dequantize()[w == 0] == 0)
+    zero = torch.zeros(2, 32)
+    assert torch.equal(quantize(zero, sch).dequantize(), zero)  # an all-zero group stays exact
+    err_int = (qw.dequantize() - w).abs().max(dim=1).values
+    assert torch.all(err_int <= (s.max(dim=1).values / 2 + 1e-6))  # still round-to-nearest within the range
+    with pytest.raises(ValueError, match="int_zero"):
+        QuantScheme(4, 32, sym=True, int_zero=True)
+    assert str(sch) == "asym4-g32-intzero"

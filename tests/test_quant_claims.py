@@ -177,7 +177,7 @@ def _gptq_with(monkeypatch, update):
     import lessonlib.quant.gptq as gptq_mod
     W, H = _layer(3, out=6, n_in=64)
     monkeypatch.setattr(gptq_mod, "gptq_column_update", update)
-    return gptq_mod.gptq_quantize(W, H, 3, 32, block_size=16).weight
+    return gptq_mod.gptq_reference(W, H, QuantScheme(3, 32), block_size=16)  # Algorithm 1 built on the exercise
 
 
 def test_every_q03_mutant_changes_gptq_and_the_harmless_variants_do_not(monkeypatch):

@@ -29,7 +29,7 @@ def slow_gptq(W, H, scheme, act_order=False, percdamp=0.01):
     H += percdamp * torch.diag(H).mean() * torch.eye(n, dtype=H.dtype)
     U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)
     Q = torch.zeros_like(W)
-    gs, per_row = scheme.group_size, QuantScheme(scheme.bits, -1, scheme.sym)
+    gs, per_row = scheme.group_size, QuantScheme(scheme.bits, -1, scheme.sym, scheme.int_zero)
     if gs <= 0:
         s, z = (t.double() for t in compute_qparams(W.float(), scheme))
     for k in range(n):
@@ -130,8 +130,8 @@ def test_keeps_dtype():
         gptq_quantize(W, H, 4, 32)  # a healthy Hessian needs no retry
 
 
-@pytest.mark.parametrize("act_order", [False, True])
-def test_model_driver_then_pack_and_reload(tmp_path, act_order):
+@pytest.mark.parametrize("act_order,static", [(False, True), (True, True), (True, False)])
+def test_model_driver_then_pack_and_reload(tmp_path, act_order, static):
     from lessonlib.models import block_linears, decoder_blocks, get_weight, tiny_causal_lm
     from lessonlib.quant.gptq import gptq_quantize_model
     from lessonlib.quant.qlinear import load_quantized, quant_linears, quantize_, save_quantized
@@ -139,7 +139,7 @@ def test_model_driver_then_pack_and_reload(tmp_path, act_order):
     model = tiny_causal_lm("llama", seed=0)
     calib = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
     scheme = QuantScheme(4, 32, False)
-    results = gptq_quantize_model(model, calib, scheme, act_order=act_order, device="cpu")
+    results = gptq_quantize_model(model, calib, scheme, act_order=act_order, static_groups=static, device="cpu")
     blocks = decoder_blocks(model)
     expected = {f"model.layers.{i}.{n}" for i in range(len(blocks)) for n in block_linears(blocks[i])}
     assert set(results) == expected
@@ -156,4 +156,42 @@ def test_model_driver_then_pack_and_reload(tmp_path, act_order):
         save_quantized(model, path)
         loaded = load_quantized(path, tiny_causal_lm("llama", seed=5))
         assert torch.equal(loaded(x).logits, model(x).logits)
-        assert all((q.g_idx is not None) == act_order for q in quant_linears(loaded).values())
+        assert all((q.g_idx is not None) == (act_order and not static) for q in quant_linears(loaded).values())
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_row_stacked_layers_split_back_to_their_own_results(static):
+    from lessonlib.quant.gptq import split_rows
+    W, H = correlated_layer(out=24, seed=4)
+    parts = split_rows(gptq_quantize(W, H, 4, 32, static_groups=static), [16, 8])
+    for part, Wp in zip(parts, (W[:16], W[16:])):
+        alone = gptq_quantize(Wp, H, 4, 32, static_groups=static)
+        torch.testing.assert_close(part.weight, alone.weight, atol=1e-5, rtol=0)
+        assert part.loss == pytest.approx(alone.loss, rel=1e-4)
+        assert torch.equal(dequantize(part.codes, part.scales, part.zeros), part.weight)
+    if not static:
+        torch.testing.assert_close(parts[0].weight.double(), slow_gptq(W, H, QuantScheme(4, 32))[:16], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="add up"):
+        split_rows(gptq_quantize(W, H, 4, 32), [16, 4])
+    with pytest.raises(ValueError, match="per-tensor"):
+        split_rows(gptq_quantize(W, H, 4, 0), [16, 8])
+
+
+def test_integer_zero_point_gptq_codes_reproduce_weight():
+    W, H = correlated_layer(seed=5)
+    r = gptq_quantize(W, H, 4, 32, int_zero=True, static_groups=True)
+    assert torch.equal(r.zeros, r.zeros.round()) and r.scheme.int_zero
+    assert torch.equal(dequantize(r.codes, r.scales, r.zeros), r.weight)
+    ref = slow_gptq(W, H, QuantScheme(4, 32, False, int_zero=True))  # dynamic groups on the int-zero grid
+    torch.testing.assert_close(gptq_quantize(W, H, 4, 32, int_zero=True).weight.double(), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("act_order,static", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("scheme", [QuantScheme(4, 48, False), QuantScheme(3, -1, True), QuantScheme(4, 32, False, True)])
+def test_fast_kernel_equals_algorithm_1_built_on_the_column_update(scheme, act_order, static):
+    from lessonlib.quant.gptq import gptq_reference
+    W, H = correlated_layer(seed=6)
+    fast = gptq_quantize(W, H, scheme.bits, scheme.group_size, scheme.sym, act_order=act_order, static_groups=static,
+                         block_size=20, int_zero=scheme.int_zero)
+    ref = gptq_reference(W, H, scheme, act_order=act_order, static_groups=static, block_size=20)
+    torch.testing.assert_close(fast.weight, ref, atol=1e-5, rtol=0)

@@ -6,7 +6,7 @@ import torch
 
 from lessonlib.models import decoder_blocks, tiny_causal_lm
 from lessonlib.share import (ClusteredWeight, centroid_gradients, cluster_model, cluster_weight, count_parameters,
-                             index_bits, kmeans_1d, sharing_groups, tie_blocks)
+                             index_bits, kmeans_1d, lloyd_step, sharing_groups, tie_blocks)
 
 
 def _block_params(model):
@@ -97,6 +97,24 @@ def test_kmeans_matches_slow_reference():
     c_ref, a_ref = _slow_lloyd(v, torch.linspace(float(v.min()), float(v.max()), 5, dtype=torch.float64), 50)
     assert torch.allclose(c, torch.tensor(c_ref, dtype=torch.float64), atol=1e-9)
     assert idx.tolist() == a_ref
+
+
+def test_lloyd_step_literal_and_slow_reference():
+    # boundaries 2.5 and 7.5: [0, 2.4 | 3 | 10]; the middle one of [1, 50, 99] below gets nothing and stays
+    c, idx = lloyd_step(torch.tensor([0.0, 2.4, 3.0, 10.0]), torch.tensor([0.0, 5.0, 10.0]))
+    assert torch.allclose(c, torch.tensor([1.2, 3.0, 10.0])) and idx.tolist() == [0, 0, 1, 2]
+    assert idx.dtype == torch.int64
+    c, idx = lloyd_step(torch.tensor([0.0, 2.0, 100.0]), torch.tensor([1.0, 50.0, 99.0], dtype=torch.float64))
+    assert c.tolist() == [1.0, 50.0, 100.0] and c.dtype == torch.float64 and idx.tolist() == [0, 0, 2]
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(200, generator=g, dtype=torch.float64)
+    c0 = torch.sort(torch.randn(6, generator=g, dtype=torch.float64))[0]
+    c1, idx = lloyd_step(v, c0)
+    c_ref, a_ref = _slow_lloyd(v, c0, 1)
+    assert torch.allclose(c1, torch.tensor(c_ref, dtype=torch.float64), atol=1e-12)
+    assert idx.tolist() == _slow_lloyd(v, c0, 0)[1]  # indices refer to the given centroids
+    with pytest.raises(ValueError, match="1-D"):
+        lloyd_step(v.reshape(20, 10), c0)
 
 
 def test_kmeans_reduces_error_and_validates():

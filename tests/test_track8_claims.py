@@ -9,11 +9,24 @@ from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weig
 
 def test_smoothness_literal_and_order_free():
     # sorted by params: (10, 10) -> (8, 12) -> (5, 30): ratios 1.2 and 2.5
+    # slopes per 5% of 10 params (= 0.5 params): log2(1.2) / 4 = 0.0658 and log2(2.5) / 6 = 0.2203
     out = smoothness([5, 10, 8], [30.0, 10.0, 12.0])
-    assert out == {"monotone": 1.0, "max_step_ratio": pytest.approx(2.5)}
+    assert out == {"monotone": 1.0, "max_step_ratio": pytest.approx(2.5),
+                   "max_doublings_per_step": pytest.approx(0.22032, abs=1e-5)}
     assert smoothness([10, 8, 5], [10.0, 9.0, 30.0])["monotone"] == 0.0  # PPL dropped when params were removed
     with pytest.raises(ValueError):
         smoothness([1], [2.0])
+
+
+def test_smoothness_slope_grid_refinement_only_steepens():
+    # (10 -> 5 params, PPL 10 -> 40): 2 doublings over 10 steps of 0.5 params = 0.2 per step
+    assert smoothness([10, 5], [10.0, 40.0])["max_doublings_per_step"] == pytest.approx(0.2)
+    # a middle point that stays flat puts both doublings into the last 5 steps: 0.4 per step
+    assert smoothness([10, 7.5, 5], [10.0, 10.0, 40.0])["max_doublings_per_step"] == pytest.approx(0.4)
+    # equal parameter counts have no slope; per outside (0, 1] is refused
+    assert smoothness([10, 10], [10.0, 10.0])["max_doublings_per_step"] == 0.0
+    with pytest.raises(ValueError, match="per"):
+        smoothness([10, 5], [1.0, 2.0], per=0.0)
 
 
 def _tiny():

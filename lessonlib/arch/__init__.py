@@ -2,5 +2,6 @@
 
 One technique per module: ``heads`` (attention-head importance and removal), ``ffn`` (FFN-neuron importance
 and removal), ``depth`` (ShortGPT Block Influence, block removal, layer-drop schedules), ``gqa`` (MHA -> GQA
-by mean-pooling K/V heads), ``fusion`` (eager vs SDPA attention vs ``torch.compile``).
+by mean-pooling K/V heads), ``fusion`` (eager vs SDPA attention vs ``torch.compile``), ``reload``
+(``load_pruned``: reloading models pruned unevenly across blocks).
 """

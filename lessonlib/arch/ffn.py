@@ -245,7 +245,8 @@ def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor] | list[tor
 
     Blocks not in a ``keep`` dict are left whole.  When every block ends with the same width,
     ``config.intermediate_size`` is updated so ``save_pretrained`` / ``from_pretrained`` round-trip;
-    otherwise a warning says the config cannot describe per-block widths.
+    otherwise a warning says the config cannot describe per-block widths (``lessonlib.arch.reload.load_pruned``
+    reloads such a model from its saved shapes).
     """
     kind = arch_kind(model)
     blocks = arch_blocks(model)
@@ -270,6 +271,6 @@ def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor] | list[tor
         model.config.intermediate_size = widths.pop()
     else:
         warnings.warn(f"FFN widths now differ across blocks ({sorted(widths)}): config.intermediate_size cannot "
-                      "describe them, so from_pretrained will not reload this model; prune blocks uniformly "
-                      "to keep it reloadable", stacklevel=2)
+                      "describe them, so from_pretrained will not reload this model; reload it with "
+                      "lessonlib.arch.reload.load_pruned (or prune blocks uniformly)", stacklevel=2)
     return model

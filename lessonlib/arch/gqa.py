@@ -33,10 +33,12 @@ def mean_pool_heads(weight: torch.Tensor, bias: torch.Tensor | None, n_heads: in
         raise ValueError(f"n_groups={n_groups} must be >= 1 and divide n_heads={n_heads}")
     if weight.shape[0] % n_heads:
         raise ValueError(f"weight has {weight.shape[0]} rows, not a multiple of n_heads={n_heads}")
-    d, s = weight.shape[0] // n_heads, n_heads // n_groups
+    # BEGIN SOLUTION
+    d, s = weight.shape[0] // n_heads, n_heads // n_groups  # head width, heads per group
     W = weight.reshape(n_groups, s, d, weight.shape[1]).mean(1)  # (n_groups, d, C)
     b = None if bias is None else bias.reshape(n_groups, s, d).mean(1).reshape(-1)  # (n_groups * d,)
     return W.reshape(n_groups * d, weight.shape[1]), b
+    # END SOLUTION
 
 
 @torch.no_grad()

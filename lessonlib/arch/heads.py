@@ -128,8 +128,8 @@ def _apply(model: nn.Module, plans: dict[int, tuple[torch.Tensor, torch.Tensor]]
         cfg.num_attention_heads, cfg.num_key_value_heads = nq, nkv
     elif kind == "llama":
         warnings.warn(f"head counts now differ across blocks ({sorted(counts)}): the config cannot describe "
-                      "them, so from_pretrained will not reload this model; prune every block alike to keep "
-                      "it reloadable", stacklevel=3)
+                      "them, so from_pretrained will not reload this model; reload it with "
+                      "lessonlib.arch.reload.load_pruned (or prune every block alike)", stacklevel=3)
     return model
 
 

@@ -30,7 +30,7 @@ from .rans import rans_decode, rans_encode
 
 __all__ = ["shannon_entropy", "raw_symbol_bytes", "general_purpose_sizes", "CoderResult", "compare_coders",
            "format_results", "relative_index_encode", "relative_index_decode", "DeepCompressionResult",
-           "deep_compress", "c40_sizes", "c37_bits_per_weight", "CODERS"]
+           "deep_compress", "c40_sizes", "c37_bits_per_weight", "pruned_codes", "CODERS"]
 
 CODERS = {"huffman": (huffman_encode, huffman_decode), "rans": (rans_encode, rans_decode)}
 
@@ -245,6 +245,17 @@ def c40_sizes(params: int = 100_000_000, prune_fraction: float = 0.9, bits: int 
     return out
 
 
+def pruned_codes(w: torch.Tensor, sparsity: float = 0.8, bits: int = 4, group_size: int = -1) -> np.ndarray:
+    """Integer codes (out, in) of a weight pruned to ``sparsity`` by magnitude, then quantized symmetrically to
+    ``bits`` (per output channel by default); pruned weights stay code 0.  int8 for bits <= 8, else int16."""
+    if w.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(w.shape)}")
+    w = w.detach().float().cpu()
+    keep = magnitude_mask(w, sparsity)
+    codes = quantize(w * keep, QuantScheme(bits=bits, group_size=group_size, sym=True)).codes  # (out, in) int32
+    return (codes * keep).to(torch.int8 if bits <= 8 else torch.int16).numpy()
+
+
 def c37_bits_per_weight(w: torch.Tensor, sparsity: float = 0.8, bits: int = 4,
                         group_size: int = -1) -> dict[str, float]:
     """Claim C37 on a real weight (out, in): prune ``sparsity`` by magnitude, quantize symmetrically to
@@ -252,12 +263,7 @@ def c37_bits_per_weight(w: torch.Tensor, sparsity: float = 0.8, bits: int = 4,
 
     Returns the zero fraction, entropy, and real bits per weight of Huffman, rANS and zstd (headers included).
     """
-    if w.dim() != 2:
-        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(w.shape)}")
-    w = w.detach().float().cpu()
-    keep = magnitude_mask(w, sparsity)
-    codes = quantize(w * keep, QuantScheme(bits=bits, group_size=group_size, sym=True)).codes  # (out, in) int32
-    codes = (codes * keep).to(torch.int8 if bits <= 8 else torch.int16).numpy()
+    codes = pruned_codes(w, sparsity, bits, group_size)  # (out, in)
     n = codes.size
     return {"zero_fraction": float((codes == 0).mean()), "entropy": shannon_entropy(codes),
             "huffman": 8 * len(huffman_encode(codes)) / n, "rans": 8 * len(rans_encode(codes)) / n,

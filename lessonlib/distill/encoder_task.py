@@ -32,8 +32,8 @@ from .losses import FeatureDistiller, check_alpha, check_temperature, distillati
 from .students import select_layers, student_by_layers
 from .train import batch_indices, ensemble_logits
 
-__all__ = ["EncoderSchedule", "encoder_schedule", "review_splits", "train_encoder", "finetune_teacher",
-           "encoder_student", "encoder_accuracy"]
+__all__ = ["EncoderSchedule", "encoder_schedule", "teacher_schedule", "review_splits", "train_encoder",
+           "finetune_teacher", "encoder_student", "encoder_accuracy"]
 
 MAX_LENGTH = 64  # review sentences are short (median about 25 word pieces)
 
@@ -137,13 +137,29 @@ def train_encoder(model: nn.Module, tok, data: tuple[list[str], torch.Tensor],
 
 
 def finetune_teacher(data: tuple[list[str], torch.Tensor], seed: int = 0, name: str = "minilm-l6",
-                     profile=None):
-    """MiniLM with a fresh (seeded) two-class head, fine-tuned on ``data``: ``(model, tokenizer)``."""
+                     profile=None, schedule: EncoderSchedule | None = None):
+    """MiniLM with a fresh (seeded) two-class head, fine-tuned on ``data``: ``(model, tokenizer)``.
+
+    ``schedule`` defaults to ``encoder_schedule(profile)``; ``teacher_schedule`` gives a teacher its full
+    three passes over the training sentences.
+    """
     p = get_profile(profile)
     torch.manual_seed(seed)  # the classifier head's initialisation
     model, tok = load_encoder(name, task="classification", num_labels=2, device=p.device)
-    train_encoder(model, tok, data, seed=seed, profile=p)
+    train_encoder(model, tok, data, seed=seed, schedule=schedule, profile=p)
     return model, tok
+
+
+def teacher_schedule(profile: str | Profile | None = None) -> EncoderSchedule:
+    """``encoder_schedule`` with as many steps as three passes over the training sentences take.
+
+    A distillation teacher should be trained to convergence before it teaches; with the ci profile's few
+    steps it would not even see every sentence once.  On larger profiles this equals ``encoder_schedule``.
+    """
+    p = get_profile(profile)
+    s = encoder_schedule(p)
+    n = p.encoder_train or len(load_reviews("train")[0])
+    return EncoderSchedule(steps=max(s.steps, -(-3 * n // s.batch_size)), batch_size=s.batch_size, lr=s.lr)
 
 
 def encoder_student(teacher: nn.Module, every: int = 2) -> tuple[nn.Module, list[int]]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["check_temperature", "check_alpha", "flatten_logits", "kd_kl", "distillation_loss",
-           "softened_entropy", "FeatureDistiller", "attention_distillation_loss"]
+           "softened_entropy", "hidden_state_loss", "FeatureDistiller", "attention_distillation_loss"]
 
 
 def check_temperature(T: float) -> float:
@@ -121,6 +121,42 @@ def softened_entropy(logits: torch.Tensor, T: float = 1.0, mask: torch.Tensor | 
     return float(-(logp.exp() * logp).sum(-1).mean())
 
 
+def hidden_state_loss(h_student: torch.Tensor, h_teacher: torch.Tensor, proj_weight: torch.Tensor | None = None,
+                      kind: str = "mse", mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Hidden-state distillation loss between a student and a teacher layer (FitNets eq. 2; TinyBERT eq. 7).
+
+    h_student (..., D_s), h_teacher (..., D_t); proj_weight (D_t, D_s), the learned regressor W that maps the
+    student's width to the teacher's (None when D_s == D_t: no projection); mask (...) of 0/1 selecting the
+    positions that count (e.g. non-padding tokens).  With u = h_s W^T and v = h_t at each kept position:
+    ``kind="mse"`` is the mean over every kept element of (u - v)^2 (TinyBERT eq. 7), ``kind="cosine"`` the
+    mean over kept positions of 1 - cos(u, v) (DistilBERT's cosine loss).  The teacher carries no gradient.
+    """
+    if kind not in ("mse", "cosine"):
+        raise ValueError(f"kind={kind!r}; choose 'mse' or 'cosine'")
+    d_s, d_t = h_student.shape[-1], h_teacher.shape[-1]
+    want = (d_t, d_s)
+    if (proj_weight is None and d_s != d_t) or (proj_weight is not None and tuple(proj_weight.shape) != want):
+        got = None if proj_weight is None else tuple(proj_weight.shape)
+        raise ValueError(f"proj_weight={got} must be {want} (teacher width, student width)"
+                         f"{'' if d_s != d_t else ' or None'} for hidden widths {d_s} -> {d_t}")
+    if h_student.shape[:-1] != h_teacher.shape[:-1]:
+        raise ValueError(f"student {tuple(h_student.shape)} and teacher {tuple(h_teacher.shape)} hidden "
+                         "states must agree on every axis but the last")
+    if mask is not None and (tuple(mask.shape) != tuple(h_student.shape[:-1]) or not bool(mask.bool().any())):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} must match the hidden states' leading axes "
+                         f"{tuple(h_student.shape[:-1])} and select at least one position")
+    # BEGIN SOLUTION
+    u = h_student.float() if proj_weight is None else h_student.float() @ proj_weight.float().T  # (..., D_t)
+    v = h_teacher.detach().float()  # (..., D_t)
+    if mask is not None:
+        keep = mask.bool()  # (...)
+        u, v = u[keep], v[keep]  # (N, D_t): the kept positions only
+    if kind == "mse":
+        return ((u - v) ** 2).mean()  # mean over every kept element
+    return (1 - F.cosine_similarity(u, v, dim=-1)).mean()  # mean over kept positions
+    # END SOLUTION
+
+
 class FeatureDistiller(nn.Module):
     """Hidden-state distillation with a learned projection (FitNets eq. 2; TinyBERT eq. 7).
 
@@ -149,14 +185,8 @@ class FeatureDistiller(nn.Module):
         if h_student.shape[-1] != self.student_dim or h_teacher.shape[-1] != self.teacher_dim:
             raise ValueError(f"hidden widths {h_student.shape[-1]} / {h_teacher.shape[-1]} do not match the "
                              f"distiller's student_dim={self.student_dim} / teacher_dim={self.teacher_dim}")
-        if h_student.shape[:-1] != h_teacher.shape[:-1]:
-            raise ValueError(f"student {tuple(h_student.shape)} and teacher {tuple(h_teacher.shape)} hidden "
-                             "states must agree on every axis but the last")
-        hs = flatten_logits(self.proj(h_student.float()), mask)  # (N, teacher_dim)
-        ht = flatten_logits(h_teacher.detach().float(), mask)  # (N, teacher_dim)
-        if self.kind == "mse":
-            return F.mse_loss(hs, ht)
-        return (1 - F.cosine_similarity(hs, ht, dim=-1)).mean()
+        W = None if isinstance(self.proj, nn.Identity) else self.proj.weight  # (teacher_dim, student_dim)
+        return hidden_state_loss(h_student, h_teacher, W, self.kind, mask)
 
 
 def attention_distillation_loss(att_student: torch.Tensor, att_teacher: torch.Tensor,

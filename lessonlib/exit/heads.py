@@ -103,7 +103,9 @@ def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, 
 
     ``objective="kd"``: T^2 KL(final layer's distribution || exit distribution) at temperature T;
     ``objective="ce"``: next-token cross-entropy.  ``windows`` (N, T) token ids.  Steps / batch size default
-    to the profile.  Heads are backpropagated one at a time, so memory holds one head's logits.
+    to the profile.  Heads are backpropagated one at a time, so memory holds one head's logits.  Every
+    parameter of ``model`` (the shared LM head included) is frozen while the heads train and gets its
+    ``requires_grad`` flag back afterwards; the heads' own norm copies and adapters are the only trainables.
     """
     if objective not in ("kd", "ce"):
         raise ValueError(f"objective={objective!r}; choose 'kd' or 'ce'")
@@ -117,7 +119,20 @@ def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, 
     params = [p for p in heads.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     dev = next(model.parameters()).device
+    was_training = model.training
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.requires_grad_(False)  # backbone and the shared LM head stay frozen: no gradient is even computed
     model.eval()
+    try:
+        return _train_heads(model, heads, windows, opt, steps, batch_size, objective, T, seed, dev)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+        model.train(was_training)
+
+
+def _train_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, opt: torch.optim.Optimizer, steps: int,
+                 batch_size: int, objective: str, T: float, seed: int, dev: torch.device) -> list[float]:
     losses = []
     for step in tqdm(range(steps), desc=f"exit heads ({objective})", disable=progress_disabled()):
         x = windows[batch_indices(windows.shape[0], batch_size, step, seed)].to(dev)  # (B, T)

@@ -8,7 +8,8 @@ from .magnitude import (cubic_sparsity, global_magnitude_masks, gradual_magnitud
                         magnitude_prune_model, magnitude_row_mask)
 from .masks import (MaskHandle, SparsityReport, apply_mask, is_nm_sparse, n_to_prune, nm_mask, overall_sparsity,
                     prune_lowest, register_mask, remove_mask, sparsity, sparsity_report)
-from .movement import movement_score_update, movement_train_step, soft_movement_mask, topk_mask, topk_ste
+from .movement import (movement_backward, movement_score_update, movement_train_step, soft_movement_mask, topk_mask,
+                       topk_ste)
 from .obs import obs_prune
 from .sparsegpt import sparsegpt_prune, sparsegpt_prune_model
 from .wanda import wanda_mask, wanda_prune_model
@@ -18,5 +19,5 @@ __all__ = [
     "prune_lowest", "register_mask", "remove_mask", "sparsity", "sparsity_report",
     "magnitude_mask", "magnitude_row_mask", "global_magnitude_masks", "magnitude_prune_model", "cubic_sparsity",
     "gradual_magnitude_prune", "wanda_mask", "wanda_prune_model", "sparsegpt_prune", "sparsegpt_prune_model",
-    "obs_prune", "movement_score_update", "movement_train_step", "soft_movement_mask", "topk_mask", "topk_ste",
+    "obs_prune", "movement_backward", "movement_score_update", "movement_train_step", "soft_movement_mask", "topk_mask", "topk_ste",
 ]

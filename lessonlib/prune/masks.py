@@ -120,9 +120,13 @@ def prune_lowest_count(scores: torch.Tensor, k: int, per_row: bool = False) -> t
     if per_row:
         idx = torch.argsort(scores, dim=1, stable=True)[:, :k]  # (out, k)
         mask.scatter_(1, idx, False)
-    else:
-        idx = torch.argsort(scores.reshape(-1), stable=True)[:k]  # (k,)
-        mask.view(-1)[idx] = False
+    elif k:  # a selection, not a sort: the k-th smallest score, then ties at it pruned lowest index first
+        flat = scores.reshape(-1)  # (out * in,)
+        thr = flat.kthvalue(k).values
+        keep = flat >= thr
+        tied = (flat == thr).nonzero().squeeze(1)  # ascending indices
+        keep[tied[: k - int((~keep).sum())]] = False
+        mask = keep.view_as(scores)
     return mask
 
 

@@ -1,4 +1,4 @@
-"""Movement pruning primitives (Sanh, Wolf & Rush 2020, "Movement Pruning: Adaptivity by Fine-Tuning").
+"""Movement pruning primitives (Sanh, Wolf & Rush 2020, "Movement Pruning: Adaptive Sparsity by Fine-Tuning").
 
 Magnitude pruning keeps weights that are *large*; movement pruning keeps weights that *move away from
 zero* during fine-tuning.  Each weight gets a score S; the layer computes with ``W' = W * M(S)``:
@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .masks import _check_matrix, prune_lowest
 
 __all__ = ["movement_score_update", "topk_mask", "soft_movement_mask", "soft_movement_penalty", "TopKSTE",
-           "topk_ste", "movement_train_step"]
+           "topk_ste", "movement_backward", "movement_train_step"]
 
 
 def movement_score_update(scores: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor,
@@ -71,6 +71,28 @@ class TopKSTE(torch.autograd.Function):
 def topk_ste(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Float 0/1 top-k mask of ``scores`` with a straight-through gradient (see ``TopKSTE``)."""
     return TopKSTE.apply(scores, sparsity)
+
+
+def movement_backward(weight: torch.Tensor, scores: torch.Tensor, x: torch.Tensor, grad_out: torch.Tensor,
+                      sparsity: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward pass of a hard-movement layer ``y = x (W * M)^T`` with ``M = Top_v(S)``, by hand.
+
+    weight, scores: (out, in); x: (batch, in), the layer's input; grad_out: (batch, out) = dL/dy.
+    Returns ``(mask, grad_weight, grad_scores)``: the bool keep-mask ``Top_v(S)`` (``topk_mask``),
+    ``dL/dW = dL/dW' * M`` (a pruned weight gets no gradient) and ``dL/dS = dL/dW' * W`` (Sanh et al. 2020,
+    Eq. 3's straight-through gradient: every score moves, also those of pruned weights), where
+    ``dL/dW' = grad_out^T x`` sums over the batch.  ``movement_score_update(S, W, dL/dW')`` is one SGD step.
+    """
+    for name, t in (("weight", weight), ("scores", scores), ("x", x), ("grad_out", grad_out)):
+        _check_matrix(t, name)
+    if scores.shape != weight.shape or x.shape[1] != weight.shape[1] or grad_out.shape != (x.shape[0], weight.shape[0]):
+        raise ValueError(f"shapes do not fit y = x (W * M)^T: weight {tuple(weight.shape)}, scores "
+                         f"{tuple(scores.shape)}, x {tuple(x.shape)}, grad_out {tuple(grad_out.shape)}")
+    # BEGIN SOLUTION
+    mask = topk_mask(scores, sparsity)  # (out, in) bool, True = keep
+    grad_eff = grad_out.t() @ x  # (out, in): dL/dW' summed over the batch
+    return mask, grad_eff * mask, grad_eff * weight
+    # END SOLUTION
 
 
 def movement_train_step(layer: nn.Linear, scores: nn.Parameter, x: torch.Tensor, y: torch.Tensor,

@@ -1,11 +1,12 @@
 """The quantization track: affine grids, bit packing, ``QuantLinear``, RTN, GPTQ, OBQ, AWQ, SmoothQuant, QAT.
 
-Every quantizer shares ``QuantScheme(bits, group_size, sym)``: ``group_size`` 0 = per tensor,
+Every quantizer shares ``QuantScheme(bits, group_size, sym, int_zero)``: ``group_size`` 0 = per tensor,
 -1 = per output channel, g > 0 = groups of g input columns (64 is the course default for SmolLM2,
 whose 576/1536-wide rows are not multiples of 128).
 """
 from .affine import QuantizedWeight, QuantScheme, compute_qparams, dequantize, fake_quant, quantize
 from .awq import AWQResult, awq_quantize, awq_quantize_model
+from .awq_fold import awq_fold_model, fold_scales
 from .gptq import GPTQResult, gptq_quantize, gptq_quantize_model, hessian_error
 from .obq import OBQResult, obq_quantize
 from .packing import pack_codes, storage_bytes, unpack_codes
@@ -21,7 +22,7 @@ __all__ = [
     "rtn_quantize", "rtn_quantize_model",
     "GPTQResult", "gptq_quantize", "gptq_quantize_model", "hessian_error",
     "OBQResult", "obq_quantize",
-    "AWQResult", "awq_quantize", "awq_quantize_model",
+    "AWQResult", "awq_quantize", "awq_quantize_model", "awq_fold_model", "fold_scales",
     "MinMaxObserver", "PercentileObserver", "smooth_scales", "w8a8_linear", "W8A8Linear",
     "FakeQuantSTE", "fake_quant_ste", "QATLinear", "prepare_qat", "convert_qat",
 ]

@@ -10,8 +10,9 @@ range max|w| * (1 - i/20) for i < 10 that minimises that group's contribution to
 
 Layer level only: the output error is measured on this layer's output (the reference measures the
 enclosing module's output, e.g. the whole attention block for q/k/v).  ``AWQResult.weight`` is the
-effective weight Q(W s) / s, a drop-in for the layer; to store the codes packed, fold 1/s into the
-previous operation (norm or linear) and keep ``scaled_weight`` = Q(W s).
+effective weight Q(W s) / s, a drop-in for the layer; to store the codes packed, 1/s must be folded into
+the previous operation (norm or linear) and ``scaled_weight`` = Q(W s) kept: ``awq_fold.awq_fold_model``
+does that for whole Llama blocks.
 """
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ def awq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: Qu
                        device: torch.device | str = "auto",
                        layer_filter: Callable[[str], bool] | None = None) -> dict[str, AWQResult]:
     """AWQ on every decoder-block linear, block by block; writes the effective weights Q(W s)/s in place
-    (fake quantization: folding 1/s into the previous op for packed storage is not done here)."""
+    (fake quantization, one scale per layer; ``awq_fold.awq_fold_model`` shares and folds the scales so
+    that the model can be packed)."""
     fqn = {id(m): n for n, m in model.named_modules()}
     results: dict[str, AWQResult] = {}
 

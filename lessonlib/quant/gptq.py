@@ -12,6 +12,13 @@ Updates are applied lazily in blocks of ``block_size`` columns ("Step 2").  Deta
 code: dead inputs (H_ii = 0) get H_ii = 1 and W_:,i = 0; damping lambda = percdamp * mean(diag H);
 act-order permutes by descending diag(H); group parameters are fitted when a group starts.
 
+Speed (same result): the columns are walked in a transposed copy (each column a contiguous row) and each
+column pulls its pending in-block updates with one matrix-vector product, w_k - sum_{j<k} err_j U_jk,
+instead of receiving B rank-1 pushes; codes are kept as floats and Q is dequantized once at the end;
+the loss is read off the errors (err^2 / 2 per weight).  The model-level driver accumulates one Hessian
+per shared input (q/k/v, gate/up) and quantizes those layers as one row-stacked matrix (``split_rows``):
+GPTQ never mixes rows, so each layer gets the result it would get alone.
+
 One deliberate difference: when a group starts in the middle of a lazy block, the reference fits the
 group on the weights *without* the in-block updates of the block's earlier columns, which makes its
 result depend on ``block_size``; here the group is fitted on the exact current weights, so any
@@ -21,6 +28,7 @@ block size divides the group size, e.g. groups of 128 with blocks of 128).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -29,10 +37,10 @@ from torch import nn
 from ..calib import HessianStats, run_sequential
 from ..hessian import damped_inverse, prepare_layer
 from ..models import get_weight, set_weight
-from .affine import QuantScheme, compute_qparams, dequantize_codes, quantize_codes
+from .affine import QuantScheme, all_finite, compute_qparams, dequantize
 
-__all__ = ["GPTQResult", "gptq_column_update", "gptq_quantize",
-           "gptq_quantize_model", "hessian_error"]
+__all__ = ["GPTQResult", "gptq_column_update", "gptq_quantize", "gptq_reference",
+           "gptq_quantize_model", "hessian_error", "split_rows"]
 
 
 @dataclass
@@ -51,6 +59,7 @@ class GPTQResult:
     g_idx: torch.Tensor | None = None
     scheme: QuantScheme | None = None
     damp: float = 0.0
+    row_loss: torch.Tensor | None = None  # (out,) float64: the loss of each output row
 
 
 def hessian_error(weight: torch.Tensor, quantized: torch.Tensor, hessian: torch.Tensor) -> float:
@@ -75,12 +84,21 @@ def gptq_column_update(W1: torch.Tensor, U1: torch.Tensor, i: int, q: torch.Tens
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = -1,
                   sym: bool = False, act_order: bool = False, static_groups: bool = False, block_size: int = 128,
-                  percdamp: float = 0.01) -> GPTQResult:
+                  percdamp: float = 0.01, int_zero: bool = False) -> GPTQResult:
     """Quantize ``weight`` (out, in) with GPTQ given ``hessian`` (in, in) = 2/N sum x x^T.
 
-    ``group_size``: -1 per output channel, 0 per tensor, g > 0 groups of g input columns (see ``QuantScheme``).
+    ``group_size``: -1 per output channel, 0 per tensor, g > 0 groups of g input columns; ``int_zero``:
+    integer zero points on 0-including ranges (see ``QuantScheme``).
     """
-    scheme = QuantScheme(bits, group_size, sym)
+    with torch.inference_mode():  # the column loop is thousands of small ops: skip autograd bookkeeping
+        r = _gptq(weight, hessian, bits, group_size, sym, act_order, static_groups, block_size, percdamp, int_zero)
+    # plain tensors again (inference tensors cannot be changed in place or saved for backward later)
+    return GPTQResult(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in vars(r).items()})
+
+
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, act_order: bool,
+          static_groups: bool, block_size: int, percdamp: float, int_zero: bool) -> GPTQResult:
+    scheme = QuantScheme(bits, group_size, sym, int_zero)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size={block_size!r} must be a positive int")
     W, H, _ = prepare_layer(weight, hessian, dtype=torch.float32)  # (out, in), (in, in)
@@ -92,86 +110,166 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     rows = 1 if gs == 0 else out_f
     scales = torch.empty(rows, G, dtype=torch.float32, device=W.device)
     zeros = torch.empty_like(scales)
-    per_col = QuantScheme(bits, -1, sym)  # fits one (scale, zero) per row of a slice
-    if gs <= 0 or static_groups:  # one grid per row/tensor, or every group fitted up front (unpermuted)
+    per_col = QuantScheme(bits, -1, sym, int_zero)  # fits one (scale, zero) per row of a slice
+    dynamic = gs > 0 and not static_groups  # groups fitted when GPTQ reaches them, on the current weights
+    if not dynamic:  # one grid per row/tensor, or every group fitted up front (unpermuted)
         scales[:], zeros[:] = compute_qparams(W, scheme)
 
     perm = None
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True)  # (in,)
         W, H = W[:, perm], H[perm][:, perm]
-    U, damp = damped_inverse(H, percdamp, upper_cholesky=True, max_tries=6)  # (in, in) upper
-
-    Q = torch.zeros_like(W)  # (out, in)
-    codes = torch.zeros(out_f, n_in, dtype=torch.int32, device=W.device)
-    losses = torch.zeros_like(W)
+    U, damp = damped_inverse(H, percdamp, upper_cholesky=True, max_tries=6, flip=True)  # (in, in) upper
     g_of_pos = torch.arange(n_in, device=W.device) // gs if gs > 0 else None  # group of each (permuted) position
     if gs > 0 and static_groups and perm is not None:
         g_of_pos = perm // gs  # static groups follow the original column
+    g_list = g_of_pos.tolist() if g_of_pos is not None else [0] * n_in
+
+    # Work on transposed copies so that every column is a contiguous row: WT (in, out).  Column k is
+    # quantized in its final state w_k = W[:, k] - sum_{j<k in block} err_j U[j, k] (the pending in-block
+    # updates are pulled with one matrix-vector product instead of pushed as rank-1 updates; the same sum).
+    # With V = U / diag(U) (row j divided by U_jj), err_j U[j, k] = (w_j - q_j) V[j, k]: the rows of D
+    # hold w_j - q_j and no per-column division is needed.
+    V = U / torch.diagonal(U)[:, None]  # (in, in) upper, unit diagonal
+    WT = W.t().contiguous()  # (in, out)
+    CT = torch.empty_like(WT)  # codes as floats, (in, out)
+    sT, zT = scales.t().contiguous(), zeros.t().contiguous()  # (G, rows)
+    s_rows, z_rows = sT.unbind(0), zT.unbind(0)  # views: a group fitted later is written into sT / zT
+    row_loss = torch.zeros(out_f, dtype=torch.float64, device=W.device)
+    qmin, qmax = scheme.qmin, scheme.qmax
     for i1 in range(0, n_in, block_size):
         i2 = min(i1 + block_size, n_in)
-        W1 = W[:, i1:i2].clone()  # (out, B)
-        U1 = U[i1:i2, i1:i2]  # (B, B)
-        Err1 = torch.zeros_like(W1)
+        W1 = WT[i1:i2]  # (B, out): up to date except for this block's own updates
+        VT1 = V[i1:i2, i1:i2].t().contiguous()  # (B, B): row i holds V[i1:i2, i1 + i]
+        D1 = torch.zeros_like(W1)  # (B, out): w_j - q_j of each quantized column
+        w_rows, v_rows, c_rows, d_rows = W1.unbind(0), VT1.unbind(0), CT[i1:i2].unbind(0), D1.unbind(0)
         for i in range(i2 - i1):
             k = i1 + i  # position in (permuted) column order
-            if gs > 0 and not static_groups and k % gs == 0:
-                # the group's current weights: in-block part is up to date in W1, the rest still owes the
-                # pending updates of this block's columns i1..k-1
+            g = g_list[k]
+            if dynamic and k % gs == 0:  # the group's current weights, pending in-block updates included
                 e = min(k + gs, n_in)
-                cur = W1[:, i:min(i + gs, i2 - i1)]
-                if e > i2:
-                    rest = W[:, i2:e] - Err1[:, :i] @ U[i1:k, i2:e]
-                    cur = torch.cat([cur, rest], dim=1)  # (out, gs)
-                scales[:, k // gs: k // gs + 1], zeros[:, k // gs: k // gs + 1] = compute_qparams(cur, per_col)
-            if gs > 0:
-                s, z = scales[:, g_of_pos[k]], zeros[:, g_of_pos[k]]  # (out,)
-            else:
-                s, z = scales[:, 0], zeros[:, 0]  # (rows,)
-            w = W1[:, i]  # (out,)
-            c = quantize_codes(w, s, z, scheme)  # (out,)
-            q = dequantize_codes(c, s, z)  # (out,)
-            codes[:, k], Q[:, k] = c, q
-            losses[:, k] = (w - q) ** 2 / U1[i, i] ** 2 / 2
-            Err1[:, i] = gptq_column_update(W1, U1, i, q)
-        W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batch update of all later columns
+                cur = torch.addmm(WT[k:e], V[i1:k, k:e].t(), D1[:i], alpha=-1)  # (gs, out)
+                s_new, z_new = compute_qparams(cur.t(), per_col)  # (out, 1)
+                sT[g], zT[g] = s_new[:, 0], z_new[:, 0]
+            s, z = s_rows[g], z_rows[g]  # (rows,)
+            w = torch.addmv(w_rows[i], D1[:i].t(), v_rows[i][:i], alpha=-1) if i else w_rows[i]  # (out,) column
+            r = torch.addcdiv(z, w, s)  # w / s + z, in grid steps
+            c = torch.round(r, out=c_rows[i]).clamp_(qmin, qmax)  # the integer code, as a float
+            torch.sub(r, c, out=d_rows[i]).mul_(s)  # w - q = (r - c) s, with q = (c - z) s the grid value
+        d = torch.diagonal(U)[i1:i2, None].double()  # (B, 1)
+        row_loss += (D1.double() / d).pow(2).sum(0) / 2  # OBS error err^2 / 2, err = (w - q) / U_kk (eq. 3)
+        if i2 < n_in:
+            WT[i2:].addmm_(V[i1:i2, i2:].t(), D1, alpha=-1)  # lazy batch update of all later columns
 
+    codes = CT.t().to(torch.int32)  # (out, in), permuted order
+    scales, zeros = sT.t().contiguous(), zT.t().contiguous()
     g_idx = None
     if perm is not None:
         inv = torch.argsort(perm)
-        Q, codes = Q[:, inv], codes[:, inv]
-        if gs > 0 and not static_groups:
+        codes = codes[:, inv]
+        if dynamic:
             g_idx = g_of_pos[inv].to(torch.int32)  # original column j sat at position inv[j]
-    if not torch.isfinite(Q).all():
+    Q = dequantize(codes, scales, zeros, g_idx=g_idx)  # (out, in), exactly the grid values used above
+    if not (all_finite(row_loss) and all_finite(Q)):
         raise RuntimeError("GPTQ produced non-finite weights; check the Hessian")  # never return NaN
     return GPTQResult(weight=Q.to(weight.dtype), codes=codes, scales=scales, zeros=zeros, perm=perm,
-                      loss=float(losses.sum()), g_idx=g_idx, scheme=scheme, damp=damp)
+                      loss=float(row_loss.sum()), g_idx=g_idx, scheme=scheme, damp=damp, row_loss=row_loss)
+
+
+def gptq_reference(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantScheme, act_order: bool = False,
+                   static_groups: bool = False, block_size: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """Algorithm 1 as written, the readable twin of ``gptq_quantize``: lazy blocks, and inside a block one
+    OBS step per column (``gptq_column_update``: push the column's error into the block's later columns).
+    Returns the fake-quantized weight (out, in); ``gptq_quantize`` computes the same (tests check it),
+    pulling the updates instead of pushing them, which is several times faster."""
+    W, H, _ = prepare_layer(weight, hessian, dtype=torch.float32)  # (out, in), (in, in)
+    n_in, gs = W.shape[1], scheme.group_size
+    per_row = QuantScheme(scheme.bits, -1, scheme.sym, scheme.int_zero)
+    static = compute_qparams(W, scheme) if gs <= 0 or static_groups else None  # (rows, G) each
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n_in)
+    W, H = W[:, perm], H[perm][:, perm]
+    U, _ = damped_inverse(H, percdamp, upper_cholesky=True, max_tries=6, flip=True)  # (in, in) upper
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n_in, block_size):
+        i2 = min(i1 + block_size, n_in)
+        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]  # (out, B), (B, B)
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            k = i1 + i
+            if static is None and k % gs == 0:  # fit the group on its current weights, pending updates included
+                e = min(k + gs, n_in)
+                cur = torch.cat([W1[:, i:i + gs], W[:, i2:e] - Err1[:, :i] @ U[i1:k, i2:e]], dim=1)  # (out, gs)
+                s, z = compute_qparams(cur, per_row)  # (out, 1)
+            elif static is not None:
+                g = 0 if gs <= 0 else int(perm[k]) // gs  # static groups follow the original column
+                s, z = static[0][:, g:g + 1], static[1][:, g:g + 1]
+            q = ((torch.round(W1[:, i:i + 1] / s + z).clamp(scheme.qmin, scheme.qmax) - z) * s)[:, 0]  # (out,)
+            Q[:, k] = q
+            Err1[:, i] = gptq_column_update(W1, U1, i, q)
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batch update
+    return Q[:, torch.argsort(perm)].to(weight.dtype)
+
+
+def split_rows(result: GPTQResult, sizes: list[int]) -> list[GPTQResult]:
+    """Cut the result of GPTQ on row-stacked weights [W_1; W_2; ...] back into one result per weight.
+
+    GPTQ treats every output row on its own (the same U, each row's errors stay in that row; per-row
+    and per-group grids are per row), so quantizing q/k/v stacked with their shared Hessian gives each
+    of them its own GPTQ result; only a per-tensor grid (group_size 0) would couple the rows.
+    """
+    if result.scheme is not None and result.scheme.group_size == 0:
+        raise ValueError("a per-tensor grid (group_size=0) couples the rows; quantize the weights separately")
+    if sum(sizes) != result.weight.shape[0]:
+        raise ValueError(f"row sizes {sizes} do not add up to {result.weight.shape[0]} rows")
+    parts = []
+    for w, c, s, z, rl in zip(*(t.split(sizes) for t in (result.weight, result.codes, result.scales, result.zeros,
+                                                          result.row_loss))):
+        parts.append(GPTQResult(weight=w.clone(), codes=c.clone(), scales=s.clone(), zeros=z.clone(),
+                                perm=result.perm, loss=float(rl.sum()), g_idx=result.g_idx, scheme=result.scheme,
+                                damp=result.damp, row_loss=rl.clone()))
+    return parts
 
 
 def gptq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
-                        act_order: bool = False, static_groups: bool = False, block_size: int = 128,
+                        act_order: bool = False, static_groups: bool = True, block_size: int = 128,
                         percdamp: float = 0.01, device: torch.device | str = "auto",
                         layer_filter: Callable[[str], bool] | None = None,
-                        groups: list[list[str]] | None = None) -> dict[str, GPTQResult]:
+                        groups: list[list[str]] | None = None, stack_shared: bool = True) -> dict[str, GPTQResult]:
     """GPTQ for every linear layer in the decoder blocks, block by block on calibration tokens (N, T).
 
     Weights are replaced in place by their fake-quantized values (so later blocks see the quantized
     model's activations); the returned dict maps each layer's fully qualified name to its ``GPTQResult``,
     which ``quantize_(model, scheme, qparams=results)`` turns into packed ``QuantLinear`` layers.
     ``groups`` is passed to ``run_sequential`` (GPTQ's "true sequential" order).
+    ``static_groups`` defaults to True here (the layer function keeps the reference code's False): every
+    group's grid is fitted on the original weights before GPTQ runs, as llm-compressor does.  On SmolLM2
+    (4-bit g64, 16 x 256 calibration tokens, 8 x 256 evaluation tokens) it gave PPL 29.21 against 30.37
+    for grids fitted on the partly updated weights (29.49 against 30.87 with the previous kernel), and
+    with act-order it keeps groups contiguous, so the packed layer needs no ``g_idx`` gather.
+    ``stack_shared``: layers that read the same input (q/k/v; gate/up) share one Hessian, accumulated
+    once, and are quantized as one row-stacked matrix (``split_rows``): the same result per row, with
+    fewer Hessian products, factorisations and column steps.
     """
     fqn = {id(m): n for n, m in model.named_modules()}
     results: dict[str, GPTQResult] = {}
+    stack = stack_shared and scheme.group_size != 0  # a per-tensor grid couples the rows
 
     def compress(_i: int, block: nn.Module, stats: dict[str, HessianStats]) -> None:
+        shared: dict[int, list[str]] = {}
         for name, st in stats.items():
-            lin = block.get_submodule(name)
-            r = gptq_quantize(get_weight(lin), st.hessian(), scheme.bits, scheme.group_size, scheme.sym,
-                              act_order=act_order, static_groups=static_groups, block_size=block_size,
-                              percdamp=percdamp)
-            set_weight(lin, r.weight)
-            results[fqn[id(lin)]] = r
+            shared.setdefault(id(st), []).append(name)
+        for names in shared.values():
+            lins = [block.get_submodule(n) for n in names]
+            weights = [get_weight(lin) for lin in lins]  # (out_j, in) each
+            r = gptq_quantize(torch.cat(weights) if len(weights) > 1 else weights[0], stats[names[0]].hessian(),
+                              scheme.bits, scheme.group_size, scheme.sym, act_order=act_order,
+                              static_groups=static_groups, block_size=block_size, percdamp=percdamp,
+                              int_zero=scheme.int_zero)
+            parts = split_rows(r, [w.shape[0] for w in weights]) if len(weights) > 1 else [r]
+            for lin, part in zip(lins, parts):
+                set_weight(lin, part.weight)
+                results[fqn[id(lin)]] = part
 
-    run_sequential(model, calib_batches, compress, stats=HessianStats, device=device, layer_filter=layer_filter,
-                   groups=groups)
+    run_sequential(model, calib_batches, compress, stats=partial(HessianStats, sym_blocks=8), device=device,
+                   layer_filter=layer_filter, groups=groups, share_inputs=stack)
     return results

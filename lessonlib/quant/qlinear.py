@@ -180,7 +180,8 @@ def save_quantized(model: nn.Module, path: str) -> None:
     from safetensors.torch import save_model
 
     layout = {n: {"in": m.in_features, "out": m.out_features, "bits": m.scheme.bits,
-                  "group_size": m.scheme.group_size, "sym": m.scheme.sym, "bias": m.bias is not None,
+                  "group_size": m.scheme.group_size, "sym": m.scheme.sym, "int_zero": m.scheme.int_zero,
+                  "bias": m.bias is not None,
                   "scale_dtype": str(m.scales.dtype).removeprefix("torch."), "g_idx": m.g_idx is not None}
               for n, m in quant_linears(model).items()}
     if not layout:
@@ -206,7 +207,7 @@ def load_quantized(path: str, model_skeleton: nn.Module) -> nn.Module:
         w = get_weight(old) if is_linear_like(old) else None
         if w is None or tuple(w.shape) != (d["out"], d["in"]):
             raise ValueError(f"layer {fqn!r} in the skeleton does not match the saved ({d['out']}, {d['in']})")
-        q = QuantLinear(d["in"], d["out"], QuantScheme(d["bits"], d["group_size"], d["sym"]), bias=d["bias"],
+        q = QuantLinear(d["in"], d["out"], QuantScheme(d["bits"], d["group_size"], d["sym"], d.get("int_zero", False)), bias=d["bias"],
                         scale_dtype=getattr(torch, d["scale_dtype"]), has_g_idx=d["g_idx"], device=w.device)
         replace_module(model_skeleton, fqn, q)
     load_model(model_skeleton, path, strict=True)

@@ -86,8 +86,12 @@ def smooth_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float =
     if weight.dim() != 2 or tuple(act_absmax.shape) != (weight.shape[1],):
         raise ValueError(f"act_absmax {tuple(act_absmax.shape)} must be (in,) for a weight {tuple(weight.shape)}")
     check_finite(act_absmax, "act_absmax")
-    w_max = weight.detach().abs().float().amax(dim=0).clamp(min=1e-5)  # (in,)
-    return (act_absmax.float().clamp(min=1e-5).pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
+    # BEGIN SOLUTION
+    w_max = weight.detach().abs().float().amax(dim=0).clamp(min=1e-5)  # (in,): max over the output rows
+    a_max = act_absmax.float().clamp(min=1e-5)  # (in,)
+    s = (a_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)  # (in,)
+    # END SOLUTION
+    return s
 
 
 def smooth_weight(weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

@@ -131,11 +131,15 @@ def sparse_down_proj(h: torch.Tensor, w_down_t: torch.Tensor, bias: torch.Tensor
         raise ValueError(f"h {tuple(h.shape)} and W_down^T {tuple(w_down_t.shape)} are not (tokens, d_ff), (d_ff, d)")
     if threshold < 0:
         raise ValueError(f"threshold={threshold} must be >= 0")
+    # BEGIN SOLUTION
     live = h.abs() > threshold  # (tokens, d_ff)
-    active = live.any(0).nonzero().squeeze(1)  # (n_active,)
+    active = live.any(0).nonzero().squeeze(1)  # (n_active,) units live for at least one token
     hs = (h * live)[:, active] if threshold > 0 else h[:, active]  # (tokens, n_active)
-    y = hs @ w_down_t.index_select(0, active)  # (tokens, d)
-    return y if bias is None else y + bias
+    y = hs @ w_down_t.index_select(0, active)  # (tokens, d): only the active rows are read
+    if bias is not None:
+        y = y + bias
+    # END SOLUTION
+    return y
 
 
 class SparseDownProj(nn.Module):

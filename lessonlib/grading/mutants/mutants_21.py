@@ -1,0 +1,52 @@
+"""Wrong answers a student might hand in for notebook 21's exercise (each must score 0)."""
+from __future__ import annotations
+
+from . import mutant
+
+
+def _raise(candidates):
+    name, size, _ = min(candidates, key=lambda c: c[1])
+    raise ValueError(f"nothing fits; the smallest is {name!r} with {size} bytes")
+
+
+@mutant("q21_1", "returns the smallest candidate that fits, ignoring perplexity")
+def smallest(candidates, budget_bytes):
+    fits = [c for c in candidates if c[1] <= budget_bytes]
+    if not fits:
+        _raise(candidates)
+    return min(fits, key=lambda c: c[1])[0]
+
+
+@mutant("q21_1", "forgets the budget: the best perplexity overall")
+def no_budget(candidates, budget_bytes):
+    return min(candidates, key=lambda c: c[2])[0]
+
+
+@mutant("q21_1", "treats the budget as strict (bytes < budget)")
+def strict(candidates, budget_bytes):
+    fits = [c for c in candidates if c[1] < budget_bytes]
+    if not fits:
+        _raise(candidates)
+    return min(fits, key=lambda c: c[2])[0]
+
+
+@mutant("q21_1", "breaks perplexity ties by the later row instead of the smaller model")
+def tie_later(candidates, budget_bytes):
+    fits = [(c[2], -i, c[0]) for i, c in enumerate(candidates) if c[1] <= budget_bytes]
+    if not fits:
+        _raise(candidates)
+    return min(fits)[2]
+
+
+@mutant("q21_1", "returns None when nothing fits instead of raising")
+def returns_none(candidates, budget_bytes):
+    fits = [(c[2], c[1], i, c[0]) for i, c in enumerate(candidates) if c[1] <= budget_bytes]
+    return min(fits)[3] if fits else None
+
+
+@mutant("q21_1", "maximises perplexity (the worst model that fits)")
+def worst(candidates, budget_bytes):
+    fits = [(c[2], -c[1], c[0]) for c in candidates if c[1] <= budget_bytes]
+    if not fits:
+        _raise(candidates)
+    return max(fits)[2]

@@ -1,0 +1,114 @@
+"""AWQ with its scales folded into the previous operation, so that the quantized weights can be packed.
+
+Lin et al. 2023, "AWQ: Activation-aware Weight Quantization for LLM Compression and Acceleration",
+section 3.2: Q(W diag(s)) (diag(s)^-1 X) needs X / s, and "the scaling is fused into the previous
+operator".  In a Llama block (the pairs of the reference code, ``auto_scale.py``):
+
+    input_layernorm           -> q_proj, k_proj, v_proj   (RMSNorm weight g_j -> g_j / s_j)
+    self_attn.v_proj          -> o_proj                   (v_proj row j -> row j / s_j; only without GQA)
+    post_attention_layernorm  -> gate_proj, up_proj
+    mlp.up_proj               -> down_proj                (down's input is silu(gate) * up: channel j of up)
+
+Every layer reading one input shares one s, searched jointly on their row-stacked weights (the sum of
+their output errors), as the reference searches on the enclosing module.  With grouped-query attention
+v_proj has fewer outputs than o_proj has inputs and the reference leaves o_proj unscaled; so do we.
+Then each layer is quantized on its scaled weight with the clip search of ``awq.awq_search_clip``.  The
+block computes exactly the same function before quantization (``fold_scales``), and the stored codes
+are the ones the model runs, so ``quantize_(model, scheme, qparams=results)`` packs them losslessly.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..calib import InputSampleStats, run_sequential
+from ..models import block_linears, get_weight, set_weight
+from .affine import QuantizedWeight, QuantScheme, quantize
+from .awq import awq_quantize, awq_search_clip
+
+__all__ = ["LLAMA_FOLDS", "fold_scales", "awq_fold_model"]
+
+LLAMA_FOLDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    ("self_attn.v_proj", ("self_attn.o_proj",)),
+    ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    ("mlp.up_proj", ("mlp.down_proj",)),
+)
+
+
+def _out_channels(prev: nn.Module) -> int:
+    w = prev.weight
+    return get_weight(prev).shape[0] if w.dim() == 2 else w.shape[0]
+
+
+@torch.no_grad()
+def fold_scales(prev: nn.Module, layers: list[nn.Module], s: torch.Tensor) -> None:
+    """Divide output channel j of ``prev`` (a norm with a (C,) weight, or a linear) by s_j and multiply
+    input column j of every layer in ``layers`` by s_j, in place: the composition is unchanged,
+    (x diag(g / s)) (W diag(s))^T = (x diag(g)) W^T."""
+    if s.dim() != 1 or not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise ValueError(f"scales must be a 1-D tensor of positive finite values, got shape {tuple(s.shape)}")
+    c = _out_channels(prev)
+    bad = [get_weight(m).shape[1] for m in layers if get_weight(m).shape[1] != s.numel()]
+    if c != s.numel() or bad:
+        raise ValueError(f"{s.numel()} scales do not fit: the previous op has {c} output channels, "
+                         f"the layers {[get_weight(m).shape[1] for m in layers]} inputs")
+    if prev.weight.dim() == 2:
+        w = get_weight(prev)  # (C, in)
+        set_weight(prev, w / s.to(w.dtype)[:, None])
+        if getattr(prev, "bias", None) is not None:
+            prev.bias.div_(s.to(prev.bias.dtype))
+    else:
+        if getattr(prev, "bias", None) is not None:  # LayerNorm: y = g * xhat + b, both scale with 1/s
+            prev.bias.div_(s.to(prev.bias.dtype))
+        prev.weight.div_(s.to(prev.weight.dtype))  # RMSNorm: y = g * x / rms(x)
+    for m in layers:
+        w = get_weight(m)  # (out, C)
+        set_weight(m, w * s.to(w.dtype))
+
+
+def awq_fold_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
+                   n_grid: int = 20, clip: bool = True, max_tokens: int = 4096, clip_tokens: int = 512,
+                   device: torch.device | str = "auto",
+                   folds: tuple[tuple[str, tuple[str, ...]], ...] = LLAMA_FOLDS) -> dict[str, QuantizedWeight]:
+    """AWQ on every decoder block with the scales folded into the previous ops (Llama-style blocks).
+
+    Changes the model in place: norm weights and linear weights are rescaled, and every block linear
+    holds its fake-quantized weight Q(W diag(s)) (the grid values of the returned codes).  Returns each
+    layer's ``QuantizedWeight`` (codes, scales, zeros) by fully qualified name, ready for
+    ``quantize_(model, scheme, qparams=...)``.
+    """
+    fqn = {id(m): n for n, m in model.named_modules()}
+    results: dict[str, QuantizedWeight] = {}
+
+    def compress(_i: int, block: nn.Module, stats: dict[str, InputSampleStats]) -> None:
+        linears = block_linears(block)
+        missing = [n for _, names in folds for n in names if n not in linears]
+        if missing:
+            raise ValueError(f"awq_fold_model needs Llama-style blocks; layers {missing} are not in {list(linears)}")
+        x = {n: st.sample() for n, st in stats.items()}  # (tokens, in) each, shared ones are the same tensor
+        s_in = {n: torch.ones(get_weight(m).shape[1], device=get_weight(m).device) for n, m in linears.items()}
+        for prev_name, names in folds:
+            prev, lins = block.get_submodule(prev_name), [linears[n] for n in names]
+            if _out_channels(prev) != get_weight(lins[0]).shape[1]:
+                continue  # grouped-query attention: v_proj's outputs are repeated, o_proj stays unscaled
+            w = torch.cat([get_weight(m) for m in lins])  # (sum out, C): the joint output error
+            r = awq_quantize(w, x[names[0]], scheme, n_grid=n_grid, clip=False, max_tokens=max_tokens)
+            fold_scales(prev, lins, r.scales)
+            for n in names:
+                s_in[n] = r.scales
+        for n, m in linears.items():
+            w, xs = get_weight(m).float(), x[n] / s_in[n]  # the scaled weight and its (scaled) inputs
+            ratios: float | torch.Tensor = 1.0
+            if clip and scheme.group_size > 0:
+                xc = xs if xs.shape[0] <= clip_tokens else xs[torch.linspace(0, xs.shape[0] - 1, clip_tokens).long()]
+                ratios = awq_search_clip(w, xc, scheme, n_grid)  # (out, G)
+            qw = quantize(w, scheme, clip_ratio=ratios)
+            set_weight(m, qw.dequantize(torch.float32).to(get_weight(m).dtype))
+            results[fqn[id(m)]] = qw
+
+    def sampler(n_in: int, dev: torch.device | str) -> InputSampleStats:
+        return InputSampleStats(n_in, dev, max_rows=max_tokens)
+
+    run_sequential(model, calib_batches, compress, stats=sampler, device=device, share_inputs=True)
+    return results
