@@ -96,6 +96,26 @@ def test_reproduce_writes_report_and_caches(tmp_path, monkeypatch, fake_experime
     assert "1 of 1 rows were measured with the library code as it is now" in (out / "claims.md").read_text()
 
 
+def test_cached_outcomes_bring_their_figure_into_a_new_report(tmp_path, monkeypatch):
+    from lessonlib import claims as cl
+    monkeypatch.setenv("LESSONLIB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def c40(ctx):
+        calls.append(1)
+        abs_p, rel = ctx.figure_path("c40_test.png")
+        with open(abs_p, "wb") as f:
+            f.write(b"png bytes")
+        return Outcome({"x": 1.0}, rules.at_most(1.0, 2.0, "x"), "figure test", figure=rel)
+
+    registry()
+    monkeypatch.setitem(cl._REGISTRY, "C40", c40)
+    runner.reproduce(profile="ci", only="C40", out_dir=str(tmp_path / "first"))
+    res = runner.reproduce(profile="ci", only="C40", out_dir=str(tmp_path / "second"))
+    assert calls == [1] and res["C40"]["figure"] == "figures/c40_test.png"
+    assert (tmp_path / "second" / "figures" / "c40_test.png").read_bytes() == b"png bytes"
+
+
 def test_library_fingerprint_follows_the_sources(tmp_path, monkeypatch):
     import lessonlib.claims.runner as r
     fake = tmp_path / "lessonlib" / "claims"

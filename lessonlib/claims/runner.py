@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 import traceback
@@ -81,6 +82,7 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
             results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown",
                                                  "cached": True})
             results[cid]["computed"]["cached"] = True
+            _restore_figure(results[cid], path, out_dir)
             continue
         t0 = time.perf_counter()
         try:
@@ -95,14 +97,40 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         results[cid]["computed"] = {"date": _utc(time.time()), "commit": _git_commit(), "cached": False,
                                     "library": fingerprint}
         if o.verdict.status != "error" and use_cache:
+            _keep_figure(results[cid], path, out_dir)
             with open(path, "w") as f:
                 json.dump(results[cid], f, indent=1)
     write_report(results, prof, out_dir, partial=ids is not None)
     return results
 
 
+def _figure_copy(cache_json: str) -> str:
+    return cache_json[:-len(".json")] + ".png"  # the figure kept next to its cached outcome
+
+
+def _keep_figure(result: dict, cache_json: str, out_dir: str) -> None:
+    """Copy a fresh outcome's figure next to its cache entry, so a later report can show it again."""
+    fig = result.get("figure")
+    if fig and os.path.exists(os.path.join(out_dir, fig)):
+        shutil.copyfile(os.path.join(out_dir, fig), _figure_copy(cache_json))
+
+
+def _restore_figure(result: dict, cache_json: str, out_dir: str) -> None:
+    """Put a cached outcome's figure back into this report's folder; drop the link if it was not kept."""
+    fig = result.get("figure")
+    if not fig:
+        return
+    dst = os.path.join(out_dir, fig)
+    if os.path.exists(_figure_copy(cache_json)):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.abspath(dst) != os.path.abspath(_figure_copy(cache_json)):
+            shutil.copyfile(_figure_copy(cache_json), dst)
+    elif not os.path.exists(dst):
+        result["figure"] = None  # measured before figures were cached: re-run with --force to redraw it
+
+
 def library_fingerprint() -> str:
-    """Hash of lessonlib's own sources (the grading package aside): which library code measured an outcome.
+    """Hash of lessonlib's own sources (grading, this runner and the CLI aside): which code measured an outcome.
 
     The cache key covers only the claim's experiment module, so an outcome survives library changes that
     do not touch it; this fingerprint, stamped on every fresh outcome, tells the report which rows were
@@ -113,6 +141,8 @@ def library_fingerprint() -> str:
     for dirpath, dirnames, filenames in sorted(os.walk(root)):
         dirnames[:] = sorted(d for d in dirnames if d not in ("grading", "__pycache__"))
         for fn in sorted(f for f in filenames if f.endswith((".py", ".yaml"))):
+            if fn in ("runner.py", "cli.py"):  # report writing, not measuring
+                continue
             path = os.path.join(dirpath, fn)
             h.update(os.path.relpath(path, root).encode())
             with open(path, "rb") as f:
