@@ -235,11 +235,14 @@ def model_bytes(model: nn.Module) -> int:
     return total
 
 
-def csr_bytes(nnz: int, rows: int, value_bytes: float = 2, index_bytes: int = 4) -> float:
-    """Bytes of a CSR matrix: values and column indices per nonzero, plus rows+1 row pointers."""
+def csr_bytes(nnz: int, rows: int, value_bytes: float = 2, index_bytes: int = 4,
+              pointer_bytes: int | None = None) -> float:
+    """Bytes of a CSR matrix: values and column indices per nonzero, plus rows+1 row pointers
+    (``pointer_bytes`` each, default ``index_bytes``)."""
     if nnz < 0 or rows <= 0:
         raise ValueError(f"nnz={nnz} must be >= 0 and rows={rows} > 0")
-    return nnz * (value_bytes + index_bytes) + (rows + 1) * index_bytes
+    ptr = index_bytes if pointer_bytes is None else pointer_bytes
+    return nnz * (value_bytes + index_bytes) + (rows + 1) * ptr
 
 
 def bitmask_bytes(numel: int, nnz: int, value_bytes: float = 2) -> float:

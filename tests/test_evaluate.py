@@ -77,6 +77,8 @@ def test_model_bytes_counts_shared_storage_once():
 
 def test_sparse_format_bytes():
     assert ev.csr_bytes(nnz=10, rows=4, value_bytes=2, index_bytes=4) == 10 * 6 + 5 * 4
+    # 16-bit column indices with 32-bit row pointers: 10 * (0 + 2) + 5 * 4
+    assert ev.csr_bytes(nnz=10, rows=4, value_bytes=0, index_bytes=2, pointer_bytes=4) == 20 + 20
     assert ev.bitmask_bytes(numel=16, nnz=4, value_bytes=2) == 2 + 8
     with pytest.raises(ValueError):
         ev.bitmask_bytes(4, 5)

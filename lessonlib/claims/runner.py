@@ -79,8 +79,7 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         if use_cache and not force and os.path.exists(path):
             with open(path) as f:
                 results[cid] = json.load(f)
-            results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown",
-                                                 "cached": True})
+            results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown"})
             results[cid]["computed"]["cached"] = True
             _restore_figure(results[cid], path, out_dir)
             continue
@@ -100,7 +99,7 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
             _keep_figure(results[cid], path, out_dir)
             with open(path, "w") as f:
                 json.dump(results[cid], f, indent=1)
-    write_report(results, prof, out_dir, partial=ids is not None)
+    write_report(results, prof, out_dir, partial=ids is not None, fingerprint=fingerprint)
     return results
 
 
@@ -175,7 +174,8 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False) -> None:
+def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False,
+                 fingerprint: str | None = None) -> None:
     """Write claims.json (everything) and claims.md (a table a reader can scan) to ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     meta = {"date": _utc(time.time()), "commit": _git_commit(),
@@ -185,7 +185,7 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
     with open(os.path.join(out_dir, "claims.json"), "w") as f:
         json.dump({"meta": meta, "claims": claims}, f, indent=1)
     n_cached = sum(1 for r in results.values() if r.get("computed", {}).get("cached"))
-    fingerprint = library_fingerprint()
+    fingerprint = fingerprint or library_fingerprint()
     n_current = sum(1 for r in results.values() if r.get("computed", {}).get("library") == fingerprint)
     counts: dict[str, int] = {}
     for r in results.values():

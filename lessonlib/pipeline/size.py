@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..evaluate import bitmask_bytes
+from ..evaluate import bitmask_bytes, csr_bytes
 from ..quant import QuantLinear, QuantScheme
 from ..quant.packing import storage_bytes
 from ..share import index_bits
@@ -74,7 +74,7 @@ def sparse_bytes(rows: int, cols: int, nnz: int, value_bits: float) -> tuple[int
     values = math.ceil(nnz * value_bits / 8)
     bm = math.ceil(bitmask_bytes(rows * cols, nnz, value_bytes=0)) + values
     idx = 2 if cols < 65536 else 4  # column index per nonzero; row pointers (rows + 1) stay 4 bytes
-    csr = nnz * idx + (rows + 1) * 4 + values
+    csr = int(csr_bytes(nnz, rows, value_bytes=0, index_bytes=idx, pointer_bytes=4)) + values
     return (bm, "bitmask") if bm <= csr else (csr, "csr")
 
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..config import Profile, get_profile, progress_disabled
 from ..data import load_reviews
-from ..distill.encoder_task import teacher_schedule
+from ..distill.encoder_task import review_splits, teacher_schedule
 from ..distill.train import batch_indices
 from ..evaluate import classification_accuracy
 from ..models import load_encoder
@@ -137,11 +137,6 @@ class PrunedRun:
     tokenizer: object = field(default=None, repr=False)
 
 
-def _review_data(p: Profile, seed: int, data):
-    return data if data is not None else (load_reviews("train", p.encoder_train, seed),
-                                          load_reviews("test", p.encoder_eval, seed))
-
-
 def finetune_dense(profile: str | Profile | None = None, seed: int = 0, data=None,
                    encoder: str = "minilm-l6") -> PrunedRun:
     """The shared starting point: ``encoder`` + a fresh seeded head fine-tuned densely with the encoder
@@ -208,7 +203,7 @@ def finetune_pruned(method: str, target: float, profile: str | Profile | None = 
         raise ValueError("start has no model / tokenizer (pass a finetune_dense result)")
     p = get_profile(profile)
     sched = schedule or prune_schedule(p)
-    (texts, labels), (ev_texts, ev_labels) = _review_data(p, seed, data)
+    (texts, labels), (ev_texts, ev_labels) = data if data is not None else review_splits(p, seed)
     if start is None:
         torch.manual_seed(seed)  # the classification head's initialisation
         model, tok = load_encoder(encoder, task="classification", num_labels=2, device=p.device)
