@@ -41,9 +41,11 @@ PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", seqlen=256, eval_windows=8, calib_samples=16, calib_seqlen=256, train_steps=12,
                   batch_size=4, lr=1e-4, encoder_train=512, encoder_eval=256, sweep_points=3,
                   bench_repeats=3, device="cpu"),
-    "laptop": Profile("laptop", seqlen=512, eval_windows=40, calib_samples=64, calib_seqlen=512,
-                      train_steps=200, batch_size=8, lr=5e-5, encoder_train=4000, encoder_eval=1000,
-                      sweep_points=6, bench_repeats=10, device="auto"),
+    # laptop: the seeds' 512-token windows; sized so the whole ledger (`lessonlib reproduce`) runs in about
+    # two hours on two CPU cores (fine-tunes are the cost: one 4 x 512-token SmolLM2 step is ~12 s there)
+    "laptop": Profile("laptop", seqlen=512, eval_windows=16, calib_samples=32, calib_seqlen=512,
+                      train_steps=32, batch_size=4, lr=1e-4, encoder_train=2000, encoder_eval=1000,
+                      sweep_points=6, bench_repeats=5, device="auto"),
     "gpu": Profile("gpu", seqlen=2048, eval_windows=0, calib_samples=128, calib_seqlen=2048,
                    train_steps=2000, batch_size=16, lr=5e-5, encoder_train=0, encoder_eval=0,
                    sweep_points=10, bench_repeats=50, device="cuda"),

@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 
@@ -92,8 +93,9 @@ def test_reproduce_writes_report_and_caches(tmp_path, monkeypatch, fake_experime
         {k: v for k, v in res["C40"].items() if k != "computed"}  # ... with the same outcome
     assert again["C40"]["computed"]["date"] == res["C40"]["computed"]["date"]  # stamped when it was measured
     assert "1 of 1 rows come from that cache" in (out / "claims.md").read_text()
-    assert again["C40"]["computed"]["library"] == runner.library_fingerprint()
-    assert "1 of 1 rows were measured with the library code as it is now" in (out / "claims.md").read_text()
+    assert again["C40"]["computed"]["library"] == runner.code_fingerprint(registry()["C40"])
+    assert again["C40"]["computed"]["current"] is True
+    assert "1 of 1 rows were measured with the code they import as it is now" in (out / "claims.md").read_text()
 
 
 def test_cached_outcomes_bring_their_figure_into_a_new_report(tmp_path, monkeypatch):
@@ -116,15 +118,32 @@ def test_cached_outcomes_bring_their_figure_into_a_new_report(tmp_path, monkeypa
     assert (tmp_path / "second" / "figures" / "c40_test.png").read_bytes() == b"png bytes"
 
 
-def test_library_fingerprint_follows_the_sources(tmp_path, monkeypatch):
-    import lessonlib.claims.runner as r
-    fake = tmp_path / "lessonlib" / "claims"
-    fake.mkdir(parents=True)
-    (tmp_path / "lessonlib" / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(r.os.path, "abspath", lambda p: str(fake / "runner.py") if p == r.__file__ else p)
-    before = r.library_fingerprint()
-    (tmp_path / "lessonlib" / "a.py").write_text("x = 2\n")
-    assert r.library_fingerprint() != before
+def test_source_closure_follows_static_imports_only(tmp_path):
+    pkg = tmp_path / "lessonlib"
+    (pkg / "claims").mkdir(parents=True)
+    (pkg / "quant").mkdir()
+    for f, text in {"__init__.py": "", "config.py": "", "unused.py": "x = 1\n",
+                    "claims/__init__.py": "from ..config import P\nimport importlib\n"
+                                          "importlib.import_module('lessonlib.unused')\n",
+                    "claims/runner.py": "", "claims/exp_a.py": "from . import runner\nfrom ..quant import gptq\n"
+                                                               "def f():\n    import lessonlib.evaluate\n",
+                    "quant/__init__.py": "from .rtn import r\n", "quant/rtn.py": "import torch\n",
+                    "quant/gptq.py": "", "evaluate.py": "from lessonlib.config import P\n"}.items():
+        (pkg / f).write_text(text)
+    got = {os.path.relpath(p, pkg) for p in runner.source_closure(str(pkg / "claims" / "exp_a.py"), root=str(pkg))}
+    assert got == {"claims/exp_a.py", "claims/__init__.py", "__init__.py", "config.py", "quant/__init__.py",
+                   "quant/rtn.py", "quant/gptq.py", "evaluate.py"}  # not unused.py (dynamic), not runner.py
+
+
+def test_code_fingerprint_separates_tracks():
+    """Editing the early-exit code must not invalidate the quantization claims, and the reverse."""
+    reg = registry()
+    c23 = {os.path.basename(os.path.dirname(p)) + "/" + os.path.basename(p)
+           for p in runner.source_closure(inspect.getsourcefile(reg["C23"]))}
+    c10 = {os.path.basename(os.path.dirname(p)) + "/" + os.path.basename(p)
+           for p in runner.source_closure(inspect.getsourcefile(reg["C10"]))}
+    assert "quant/gptq.py" in c23 and not any(p.startswith("exit/") for p in c23)
+    assert any(p.startswith("exit/") for p in c10) and "quant/gptq.py" not in c10
 
 
 def test_reproduce_reports_an_exception_and_goes_on(tmp_path, monkeypatch, fake_experiments):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import ast
 import hashlib
 import inspect
 import json
@@ -19,16 +20,81 @@ from ..config import cache_dir, get_profile, progress_disabled
 from . import CATALOG, Context, Outcome, registry, rules
 from .rules import Verdict
 
-__all__ = ["reproduce", "write_report", "config_key", "library_fingerprint"]
+__all__ = ["reproduce", "write_report", "config_key", "code_fingerprint", "source_closure"]
+
+
+_NOT_MEASURING = ("runner.py", "cli.py")  # report writing, not measuring
+
+
+def source_closure(module_file: str, root: str | None = None) -> list[str]:
+    """The lessonlib source files ``module_file`` imports, directly or through other lessonlib modules.
+
+    Static imports only (``import``/``from`` statements anywhere in a file, relative or ``lessonlib.``);
+    a package import brings in its ``__init__.py`` (and its parents'), ``from pkg import name`` also the submodule ``name``
+    when there is one.  Sorted, ``module_file`` included; the grading package and the runner are left out.
+    ``root`` is the ``lessonlib`` package folder (default: this one).
+    """
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lessonlib/
+    top = os.path.dirname(root)
+
+    def files_of(dotted: str) -> list[str]:
+        base = os.path.join(top, *dotted.split("."))
+        return [f for f in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(f)]
+
+    seen: set[str] = set()
+    todo = [os.path.abspath(module_file)]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        rel = os.path.relpath(path, top)[:-3].replace(os.sep, ".")
+        pkg = rel[:-len(".__init__")] if rel.endswith(".__init__") else rel.rpartition(".")[0]
+        for node in ast.walk(ast.parse(open(path).read(), filename=path)):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = pkg.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for t in targets:
+                name = os.path.basename(root)
+                if t == name or t.startswith(name + "."):
+                    parts = t.split(".")  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                    for i in range(1, len(parts) + 1):
+                        todo.extend(f for f in files_of(".".join(parts[:i])) if f not in seen)
+    keep = [p for p in seen if os.path.basename(p) not in _NOT_MEASURING
+            and os.sep + "grading" + os.sep not in p]
+    return sorted(keep)
+
+
+def _hash_files(paths: list[str]) -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def code_fingerprint(fn) -> str:
+    """Hash of the sources that can change ``fn``'s outcome: its module and every lessonlib module it imports."""
+    try:
+        return _hash_files(source_closure(inspect.getsourcefile(fn)))
+    except (OSError, TypeError):
+        return hashlib.sha256(fn.__qualname__.encode()).hexdigest()[:12]
 
 
 def config_key(claim_id: str, fn, profile) -> str:
-    """Hash of what determines an outcome: the claim, the experiment's source, the profile, torch's version."""
-    try:
-        src = inspect.getsource(inspect.getmodule(fn))
-    except (OSError, TypeError):
-        src = fn.__qualname__
-    blob = json.dumps([claim_id, src, profile.as_dict(), torch.__version__], sort_keys=True)
+    """Hash of what determines an outcome: the claim, the code it runs (``code_fingerprint``), the
+    profile and torch's version.  Editing a library module an experiment imports therefore re-measures it."""
+    blob = json.dumps([claim_id, code_fingerprint(fn), profile.as_dict(), torch.__version__], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -67,7 +133,6 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
     ctx = Context(prof, out_dir=out_dir)
     results: dict[str, dict] = {}
     todo = [c for c in CATALOG if ids is None or c in ids]
-    fingerprint = library_fingerprint()
     for cid in tqdm(todo, desc=f"claims ({prof.name})", disable=progress_disabled()):
         info = CATALOG[cid]
         if cid not in exps:
@@ -75,12 +140,14 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
             results[cid] = _outcome_to_json(o)
             continue
         key = config_key(cid, exps[cid], prof)
+        fingerprint = code_fingerprint(exps[cid])
         path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
         if use_cache and not force and os.path.exists(path):
             with open(path) as f:
                 results[cid] = json.load(f)
             results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown"})
             results[cid]["computed"]["cached"] = True
+            results[cid]["computed"]["current"] = results[cid]["computed"].get("library") == fingerprint
             _restore_figure(results[cid], path, out_dir)
             continue
         t0 = time.perf_counter()
@@ -94,12 +161,12 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         o.seconds = time.perf_counter() - t0
         results[cid] = _outcome_to_json(o)
         results[cid]["computed"] = {"date": _utc(time.time()), "commit": _git_commit(), "cached": False,
-                                    "library": fingerprint}
+                                    "library": fingerprint, "current": True}
         if o.verdict.status != "error" and use_cache:
             _keep_figure(results[cid], path, out_dir)
             with open(path, "w") as f:
                 json.dump(results[cid], f, indent=1)
-    write_report(results, prof, out_dir, partial=ids is not None, fingerprint=fingerprint)
+    write_report(results, prof, out_dir, partial=ids is not None)
     return results
 
 
@@ -128,27 +195,6 @@ def _restore_figure(result: dict, cache_json: str, out_dir: str) -> None:
         result["figure"] = None  # measured before figures were cached: re-run with --force to redraw it
 
 
-def library_fingerprint() -> str:
-    """Hash of lessonlib's own sources (grading, this runner and the CLI aside): which code measured an outcome.
-
-    The cache key covers only the claim's experiment module, so an outcome survives library changes that
-    do not touch it; this fingerprint, stamped on every fresh outcome, tells the report which rows were
-    measured with the library as it is now.
-    """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lessonlib/
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in sorted(os.walk(root)):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("grading", "__pycache__"))
-        for fn in sorted(f for f in filenames if f.endswith((".py", ".yaml"))):
-            if fn in ("runner.py", "cli.py"):  # report writing, not measuring
-                continue
-            path = os.path.join(dirpath, fn)
-            h.update(os.path.relpath(path, root).encode())
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()[:12]
-
-
 def _utc(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -174,8 +220,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False,
-                 fingerprint: str | None = None) -> None:
+def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False) -> None:
     """Write claims.json (everything) and claims.md (a table a reader can scan) to ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     meta = {"date": _utc(time.time()), "commit": _git_commit(),
@@ -185,8 +230,7 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
     with open(os.path.join(out_dir, "claims.json"), "w") as f:
         json.dump({"meta": meta, "claims": claims}, f, indent=1)
     n_cached = sum(1 for r in results.values() if r.get("computed", {}).get("cached"))
-    fingerprint = fingerprint or library_fingerprint()
-    n_current = sum(1 for r in results.values() if r.get("computed", {}).get("library") == fingerprint)
+    n_current = sum(1 for r in results.values() if r.get("computed", {}).get("current"))
     counts: dict[str, int] = {}
     for r in results.values():
         counts[r["verdict"]["label"]] = counts.get(r["verdict"]["label"], 0) + 1
@@ -194,11 +238,12 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
              f"Generated by `lessonlib reproduce --profile {profile.name}` on {meta['date']}, commit "
              f"`{meta['commit']}`, {meta['machine']}." + (" Partial run (--only)." if partial else ""), "",
              "Every verdict below was computed by the rule shown, from the numbers measured in the same run of "
-             "its experiment. Outcomes are cached by (claim, experiment source, profile, torch version); "
+             "its experiment. Outcomes are cached by (claim, the source of its experiment and of every lessonlib "
+             "module that experiment imports, profile, torch version); "
              f"{n_cached} of {len(results)} rows come from that cache, and claims.json gives for each row the date "
              "(and, when run by this command, the commit) of the run that measured it. "
-             f"{n_current} of {len(results)} rows were measured with the library code as it is now "
-             f"(fingerprint `{fingerprint}`); `--force` re-measures every row.", "",
+             f"{n_current} of {len(results)} rows were measured with the code they import as it is now "
+             f"(`computed.library` in claims.json); `--force` re-measures every row.", "",
              "Totals: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), "",
              "| claim | seed | claim (our words) | measured | verdict | rule | figure |",
              "|---|---|---|---|---|---|---|"]
