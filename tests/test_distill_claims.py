@@ -10,7 +10,7 @@ from lessonlib.distill.encoder_task import encoder_schedule, encoder_student, tr
 from lessonlib.distill.lm_task import CachedTeacher, lm_student, spaced_layers, temperature_grid
 from lessonlib.distill.train import DistillConfig, distill
 from lessonlib.exit.budget import (blocks_by_difficulty, default_thresholds, difficulty_masks,
-                                   threshold_at_cost)
+                                   threshold_at_agreement, threshold_at_cost)
 from lessonlib.models import decoder_blocks, tiny_causal_lm
 
 
@@ -89,6 +89,24 @@ def test_threshold_at_cost_picks_the_cheapest_threshold_within_the_cost():
     assert big.point.threshold == 0.0 and big.point.mean_blocks == 1.0
     with pytest.raises(ValueError, match="costs"):
         threshold_at_cost(conf, nll, [-0.1])
+
+
+def test_threshold_at_agreement_counts_changed_greedy_predictions():
+    conf, _ = _toy_stats()
+    top1 = torch.tensor([[[5, 6, 9, 9]],
+                         [[5, 6, 7, 9]],
+                         [[5, 6, 7, 8]]])  # exit 0 right on tokens 0, 1; exit 1 also on token 2
+    # t = 0.0: all exit at block 0 -> tokens 2, 3 change (0.5); t = 0.5: blocks 1, 1, 2, 3 -> nothing changes
+    # t = 0.7: blocks 1, 1, 3, 3 -> nothing changes, but more blocks than t = 0.5
+    zero, quarter, half = threshold_at_agreement(conf, top1, [0.0, 0.25, 0.5], thresholds=[0.0, 0.5, 0.7])
+    assert (zero.threshold, zero.mean_blocks, zero.changed) == (0.5, 1.75, 0.0)
+    assert quarter.threshold == 0.5  # one changed token of four would be 0.25, but no threshold gives that
+    assert (half.threshold, half.mean_blocks, half.changed) == (0.0, 1.0, 0.5)
+    assert zero.first_exit == 0 and threshold_at_agreement(conf, top1, [0.0], thresholds=[0.92])[0].first_exit == 1
+    with pytest.raises(ValueError, match="costs"):
+        threshold_at_agreement(conf, top1, [1.5])
+    with pytest.raises(ValueError, match="top1"):
+        threshold_at_agreement(conf, top1[:2], [0.1])
 
 
 def test_difficulty_split_and_blocks_by_difficulty():

@@ -79,7 +79,7 @@ def test_generation_never_exit_equals_full_greedy(sharp_lm):
         assert torch.allclose(g.cache.layers[j].values, full.layers[j].values, atol=1e-4)
 
 
-def _reference_generate(model, heads, x, n, threshold):
+def _reference_generate(model, heads, x, n, threshold, first_exit=0):
     """Slow reference: a token exiting at block i writes the K/V of each later block by running that whole
     block on the exited hidden state (the block's own code computes K/V from its input; output discarded)."""
     cache = DynamicCache(config=model.config)
@@ -96,7 +96,7 @@ def _reference_generate(model, heads, x, n, threshold):
                 continue
             h = block(h, position_ids=pos, past_key_values=cache, use_cache=True, position_embeddings=pe)
             logits = heads.logits(i, h)[:, -1]
-            if i == 3 or torch.softmax(logits, -1).max() >= threshold:
+            if i == 3 or (i >= first_exit and torch.softmax(logits, -1).max() >= threshold):
                 exited, nxt = h, logits.argmax(-1, keepdim=True)
                 used.append(i + 1)
         toks.append(nxt)
@@ -116,6 +116,35 @@ def test_early_exit_generation_matches_state_propagation_reference(sharp_lm, thr
     for j in range(4):
         assert torch.allclose(g.cache.layers[j].keys, ref_cache.layers[j].keys, atol=1e-5)
         assert torch.allclose(g.cache.layers[j].values, ref_cache.layers[j].values, atol=1e-5)
+
+@torch.no_grad()
+def test_first_exit_checks_only_later_blocks(sharp_lm):
+    heads = ExitHeads(sharp_lm)
+    x = torch.randint(0, 256, (1, 5), generator=torch.Generator().manual_seed(2))
+    g = early_exit_generate(sharp_lm, heads, x, max_new_tokens=10, threshold=0.0, first_exit=2)
+    assert g.blocks_used == [4] + [3] * 9  # every token would exit at block 0; checks start at block 2
+    ref_tokens, ref_used, _ = _reference_generate(sharp_lm, heads, x, 10, 0.05, first_exit=1)
+    g = early_exit_generate(sharp_lm, heads, x, max_new_tokens=10, threshold=0.05, first_exit=1)
+    assert g.blocks_used == ref_used and torch.equal(g.tokens, ref_tokens) and min(ref_used[1:]) >= 2
+    calls = []
+    hook = heads.heads[0].register_forward_hook(lambda *a: calls.append(1))
+    try:  # a threshold above 1 can never be met: no head runs at all
+        early_exit_generate(sharp_lm, heads, x, max_new_tokens=4, threshold=1.01)
+    finally:
+        hook.remove()
+    assert calls == []
+    for bad in (-1, 4, 1.5):
+        with pytest.raises(ValueError, match="first_exit"):
+            early_exit_generate(sharp_lm, heads, x, max_new_tokens=2, first_exit=bad)
+
+
+def test_sweep_reports_the_first_exit_block():
+    conf = torch.tensor([[0.2, 0.95, 0.5], [0.9, 0.99, 0.4], [0.1, 0.1, 0.1]])[:, None, :]  # (L=3, W=1, 3)
+    nll = torch.ones(3, 1, 3)
+    assert [p.first_exit for p in threshold_sweep(conf, nll, [0.9, 0.45, 2.0])] == [0, 0, 2]
+    assert threshold_sweep(conf[1:], nll[1:], [0.95])[0].first_exit == 0  # block 0 of that 2-exit stack
+    assert threshold_sweep(conf, nll, [0.97])[0].first_exit == 1
+
 
 def test_low_threshold_uses_fewer_blocks(sharp_lm):
     heads = ExitHeads(sharp_lm)

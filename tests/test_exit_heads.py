@@ -64,3 +64,38 @@ def test_training_heads_freezes_the_shared_lm_head_and_restores_flags():
     assert torch.equal(m.lm_head.weight, head_w)
     assert {n: p.requires_grad for n, p in m.named_parameters()} == flags
     assert all(p.grad is not None for p in heads.parameters())  # the heads themselves did train
+
+
+def test_vocab_columns_are_the_full_logits_restricted():
+    m = tiny_causal_lm("llama", layers=3, seed=2)
+    heads = ExitHeads(m, adapter=True)
+    h = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0))
+    vocab = torch.tensor([3, 17, 200])
+    with torch.no_grad():
+        for i in (0, 2):
+            assert torch.allclose(heads.logits(i, h, vocab), heads.logits(i, h)[..., vocab], atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["kd", "ce"])
+def test_sampled_vocabulary_loss_equals_the_full_loss_when_it_covers_everything(objective):
+    """vocab_topk = V keeps every token: the same losses and the same trained heads as the full softmax."""
+    data = torch.randint(0, 256, (4, 12), generator=torch.Generator().manual_seed(3))
+    out = []
+    for k in (None, 256):
+        m = tiny_causal_lm("llama", layers=3, seed=4)
+        heads = ExitHeads(m, adapter=True)
+        losses = train_exit_heads(m, heads, data, steps=3, batch_size=2, lr=1e-2, objective=objective, vocab_topk=k)
+        out.append((losses, [p.detach().clone() for p in heads.parameters()]))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out[0][1], out[1][1]))
+
+
+def test_sampled_vocabulary_trains_and_is_checked():
+    m = tiny_causal_lm("llama", layers=3, seed=5)
+    heads = ExitHeads(m, adapter=True)
+    data = torch.randint(0, 256, (8, 16), generator=torch.Generator().manual_seed(5))
+    losses = train_exit_heads(m, heads, data, steps=12, batch_size=4, lr=1e-2, vocab_topk=8)
+    assert losses[-1] < losses[0]
+    for bad in (0, 257, 2.5):
+        with pytest.raises(ValueError, match="vocab_topk"):
+            train_exit_heads(m, heads, data, steps=1, vocab_topk=bad)

@@ -16,7 +16,8 @@ import torch
 
 from .decide import SweepPoint, exit_decision, threshold_sweep
 
-__all__ = ["default_thresholds", "BudgetPoint", "threshold_at_cost", "difficulty_masks", "blocks_by_difficulty"]
+__all__ = ["default_thresholds", "BudgetPoint", "threshold_at_cost", "AgreementPoint", "threshold_at_agreement",
+           "difficulty_masks", "blocks_by_difficulty"]
 
 
 def default_thresholds(n: int = 201) -> list[float]:
@@ -48,6 +49,40 @@ def threshold_at_cost(conf: torch.Tensor, nll: torch.Tensor, costs: list[float],
     for c in costs:
         ok = [s for s in sweep if s.ppl <= (1 + c) * full]
         out.append(BudgetPoint(cost=float(c), point=min(ok, key=lambda s: (s.mean_blocks, -s.threshold))))
+    return out
+
+
+@dataclass
+class AgreementPoint:
+    cost: float  # allowed share of tokens whose greedy prediction differs from the full model's
+    threshold: float
+    mean_blocks: float
+    changed: float  # measured share of changed predictions at this threshold
+    first_exit: int  # the earliest block (0-based) any token exits after; L-1 when none exits early
+
+
+def threshold_at_agreement(conf: torch.Tensor, top1: torch.Tensor, costs: list[float],
+                           thresholds: list[float] | None = None) -> list[AgreementPoint]:
+    """CALM's own budget (Schuster et al. 2022, sec. 3.1, token-level consistency with the full model): for
+    each c, the threshold with the fewest mean blocks at which at most a share c of the tokens get a
+    different greedy prediction than the last exit.  ``conf`` / ``top1`` (L, W, T-1) from ``exit_statistics``.
+    """
+    if any(not 0 <= c <= 1 for c in costs):
+        raise ValueError(f"costs={costs} must all lie in [0, 1] (shares of changed predictions)")
+    if conf.shape != top1.shape or conf.dim() != 3:
+        raise ValueError(f"conf {tuple(conf.shape)} and top1 {tuple(top1.shape)} must both be (L, W, T-1)")
+    thresholds = default_thresholds() if thresholds is None else sorted(set(thresholds) | {1.01})
+    L = conf.shape[0]
+    c2, t2 = conf.reshape(L, -1), top1.reshape(L, -1)  # (L, N)
+    rows = []
+    for thr in thresholds:
+        idx = exit_decision(c2, float(thr))  # (N,)
+        changed = float((t2.gather(0, idx[None])[0] != t2[-1]).double().mean())
+        rows.append((float((idx + 1).double().mean()), -float(thr), changed, int(idx.min())))
+    out = []
+    for c in costs:
+        mb, neg_thr, ch, first = min(r for r in rows if r[2] <= c)  # threshold 1.01 changes nothing: always there
+        out.append(AgreementPoint(cost=float(c), threshold=-neg_thr, mean_blocks=mb, changed=ch, first_exit=first))
     return out
 
 

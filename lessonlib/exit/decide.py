@@ -63,28 +63,32 @@ def exit_decision(conf: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor,
-                    metric: str = "maxprob") -> tuple[torch.Tensor, torch.Tensor]:
+def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, metric: str = "maxprob",
+                    with_top1: bool = False) -> tuple[torch.Tensor, ...]:
     """Teacher-forced (conf, nll) of every exit for every predicted token: two (L, W, T-1) tensors.
 
-    ``nll[i, w, t]`` is the negative log-likelihood of token t+1 of window w under exit i.
+    ``nll[i, w, t]`` is the negative log-likelihood of token t+1 of window w under exit i.  With
+    ``with_top1`` a third (L, W, T-1) tensor holds each exit's greedy (argmax) prediction.
     """
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise ValueError(f"windows must be (W, T) token ids with T >= 2, got shape {tuple(windows.shape)}")
     dev = next(model.parameters()).device
     model.eval()
-    confs, nlls = [], []
+    confs, nlls, tops = [], [], []
     for w in range(windows.shape[0]):
         x = windows[w: w + 1].to(dev)  # (1, T)
         hs = block_outputs(model, x)
-        c_w, n_w = [], []
+        c_w, n_w, t_w = [], [], []
         for i, h in enumerate(hs):
             z = heads.logits(i, h)[0, :-1].float()  # (T-1, V)
             c_w.append(confidence(z, metric))
             n_w.append(-torch.log_softmax(z, -1).gather(-1, x[0, 1:, None]).squeeze(-1))  # (T-1,)
+            t_w.append(z.argmax(-1))
         confs.append(torch.stack(c_w))
         nlls.append(torch.stack(n_w))
-    return torch.stack(confs, 1).cpu(), torch.stack(nlls, 1).cpu()  # (L, W, T-1)
+        tops.append(torch.stack(t_w))
+    out = (torch.stack(confs, 1).cpu(), torch.stack(nlls, 1).cpu())  # (L, W, T-1) each
+    return out + (torch.stack(tops, 1).cpu(),) if with_top1 else out
 
 
 @dataclass
@@ -94,6 +98,7 @@ class SweepPoint:
     mean_blocks: float  # mean blocks computed per token (L = no saving)
     speedup_bound: float  # L / mean_blocks: the block-compute saving, ignoring head and K/V costs
     exit_histogram: list[int]  # tokens exiting after each block
+    first_exit: int  # the earliest block (0-based) any token exits after; L-1 when none exits early
 
 
 def threshold_sweep(conf: torch.Tensor, nll: torch.Tensor, thresholds: list[float]) -> list[SweepPoint]:
@@ -110,7 +115,8 @@ def threshold_sweep(conf: torch.Tensor, nll: torch.Tensor, thresholds: list[floa
         mean_blocks = float((idx + 1).double().mean())
         out.append(SweepPoint(threshold=float(thr), ppl=perplexity_from_window_nlls(chosen.mean(1), Tm1 + 1),
                               mean_blocks=mean_blocks, speedup_bound=L / mean_blocks,
-                              exit_histogram=torch.bincount(idx, minlength=L).tolist()))
+                              exit_histogram=torch.bincount(idx, minlength=L).tolist(),
+                              first_exit=int(idx.min())))
     return out
 
 
@@ -141,11 +147,14 @@ def _propagate_kv(block: nn.Module, h: torch.Tensor, position_embeddings, cache,
 
 @torch.no_grad()
 def early_exit_generate(model: nn.Module, heads: ExitHeads, input_ids: torch.Tensor, max_new_tokens: int = 16,
-                        threshold: float = 0.9, metric: str = "maxprob",
-                        eos_token_id: int | None = None) -> EarlyExitGeneration:
+                        threshold: float = 0.9, metric: str = "maxprob", eos_token_id: int | None = None,
+                        first_exit: int = 0) -> EarlyExitGeneration:
     """Greedy decoding with per-token early exit and state propagation for skipped blocks' K/V (batch 1).
 
     With ``threshold`` > 1 no token exits early and the output equals ``model.generate(do_sample=False)``.
+    An exit check runs a full-vocabulary head (V x C: for SmolLM2 about 8 times a block's weights), so
+    checks start at block ``first_exit`` (0-based; e.g. ``SweepPoint.first_exit`` found on held-out text,
+    where no token exited earlier) and are skipped entirely when ``threshold`` > 1.
     """
     from transformers import DynamicCache
 
@@ -160,6 +169,10 @@ def early_exit_generate(model: nn.Module, heads: ExitHeads, input_ids: torch.Ten
     dev = next(model.parameters()).device
     inner, blocks = model.model, model.model.layers
     L = len(blocks)
+    if not (isinstance(first_exit, int) and 0 <= first_exit <= L - 1):
+        raise ValueError(f"first_exit={first_exit!r} must be a block index in 0..{L - 1}")
+    if threshold > 1:  # confidences lie in [0, 1]: nothing can exit, so no check is worth its LM head
+        first_exit = L - 1
     cache = DynamicCache(config=model.config)
     ids = input_ids.to(dev)
     logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]  # (1, V) full prefill
@@ -175,6 +188,8 @@ def early_exit_generate(model: nn.Module, heads: ExitHeads, input_ids: torch.Ten
             h = block(h, attention_mask=None, position_ids=pos, past_key_values=cache, use_cache=True,
                       position_embeddings=pe)
             h = h[0] if isinstance(h, tuple) else h
+            if i < first_exit:
+                continue
             logits = heads.logits(i, h)[:, -1]  # (1, V)
             if i < L - 1 and float(confidence(logits, metric)) >= threshold:  # exit_decision for one token
                 for j in range(i + 1, L):  # state propagation: K/V of skipped blocks from the exited h

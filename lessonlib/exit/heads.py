@@ -52,10 +52,22 @@ class ExitHead(nn.Module):
             nn.init.zeros_(self.adapter.weight)  # starts as the plain logit lens
         self._lm_head = (lm_head,)  # a tuple hides it from .parameters(): the head is shared and frozen
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """norm(h + A h): what the shared LM head reads, (..., C)."""
         if self.adapter is not None:
             h = h + self.adapter(h)  # (..., C)
-        return self._lm_head[0](self.norm(h))  # (..., V)
+        return self.norm(h)
+
+    def forward(self, h: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (..., V), or only the columns ``vocab`` (S,) of them (..., S)."""
+        return _lm_columns(self._lm_head[0], self.features(h), vocab)
+
+
+def _lm_columns(lm_head: nn.Module, x: torch.Tensor, vocab: torch.Tensor | None) -> torch.Tensor:
+    if vocab is None:
+        return lm_head(x)
+    bias = None if lm_head.bias is None else lm_head.bias[vocab]
+    return F.linear(x, lm_head.weight[vocab], bias)  # (..., S): only these rows of the (V, C) head
 
 
 class ExitHeads(nn.Module):
@@ -70,14 +82,15 @@ class ExitHeads(nn.Module):
                                    for _ in range(self.n_blocks - 1))
         self._model = (model,)
 
-    def logits(self, i: int, h: torch.Tensor) -> torch.Tensor:
-        """Logits of exit ``i`` (0-based block index) from that block's output h (..., C)."""
+    def logits(self, i: int, h: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of exit ``i`` (0-based block index) from that block's output h (..., C); only the
+        vocabulary entries ``vocab`` (S,) when given."""
         if not 0 <= i < self.n_blocks:
             raise ValueError(f"exit index {i} is outside 0..{self.n_blocks - 1}")
         if i == self.n_blocks - 1:
             m = self._model[0]
-            return m.lm_head(m.model.norm(h))
-        return self.heads[i](h)
+            return _lm_columns(m.lm_head, m.model.norm(h), vocab)
+        return self.heads[i](h, vocab)
 
 
 def block_outputs(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
@@ -98,7 +111,7 @@ def block_outputs(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tenso
 
 def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, steps: int | None = None,
                      batch_size: int | None = None, lr: float = 1e-3, objective: str = "kd", T: float = 1.0,
-                     seed: int = 0, profile=None) -> list[float]:
+                     seed: int = 0, profile=None, vocab_topk: int | None = None) -> list[float]:
     """Train the exit heads on a frozen backbone; returns the summed head loss of each step.
 
     ``objective="kd"``: T^2 KL(final layer's distribution || exit distribution) at temperature T;
@@ -106,6 +119,12 @@ def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, 
     to the profile.  Heads are backpropagated one at a time, so memory holds one head's logits.  Every
     parameter of ``model`` (the shared LM head included) is frozen while the heads train and gets its
     ``requires_grad`` flag back afterwards; the heads' own norm copies and adapters are the only trainables.
+
+    ``vocab_topk=k`` computes every loss over a sampled vocabulary only: the union, over the batch's
+    positions, of the final layer's k most likely tokens (and, for "ce", the targets), renormalised there.
+    Most of a step's cost is the L-1 heads' (tokens x C x V) products; restricting V to a few thousand
+    entries makes training many times cheaper, and equals the full loss when the final distribution puts
+    (almost) no mass outside that set (the top-k "sparse KD" approximation).
     """
     if objective not in ("kd", "ce"):
         raise ValueError(f"objective={objective!r}; choose 'kd' or 'ce'")
@@ -116,6 +135,9 @@ def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, 
     batch_size = prof.batch_size if batch_size is None else batch_size
     if steps < 1 or not lr > 0:
         raise ValueError(f"steps={steps} must be >= 1 and lr={lr} > 0")
+    V = model.lm_head.weight.shape[0]
+    if vocab_topk is not None and not (isinstance(vocab_topk, int) and 1 <= vocab_topk <= V):
+        raise ValueError(f"vocab_topk={vocab_topk!r} must be None (full vocabulary) or an int in 1..{V}")
     params = [p for p in heads.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     dev = next(model.parameters()).device
@@ -124,7 +146,7 @@ def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, 
     model.requires_grad_(False)  # backbone and the shared LM head stay frozen: no gradient is even computed
     model.eval()
     try:
-        return _train_heads(model, heads, windows, opt, steps, batch_size, objective, T, seed, dev)
+        return _train_heads(model, heads, windows, opt, steps, batch_size, objective, T, seed, dev, vocab_topk)
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
@@ -132,24 +154,32 @@ def train_exit_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, 
 
 
 def _train_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, opt: torch.optim.Optimizer, steps: int,
-                 batch_size: int, objective: str, T: float, seed: int, dev: torch.device) -> list[float]:
+                 batch_size: int, objective: str, T: float, seed: int, dev: torch.device,
+                 vocab_topk: int | None) -> list[float]:
     losses = []
     for step in tqdm(range(steps), desc=f"exit heads ({objective})", disable=progress_disabled()):
         x = windows[batch_indices(windows.shape[0], batch_size, step, seed)].to(dev)  # (B, T)
+        y = x[:, 1:]  # (B, T-1) next tokens
         with torch.no_grad():
             hs = block_outputs(model, x)  # L x (B, T, C)
-            final = heads.logits(heads.n_blocks - 1, hs[-1])[:, :-1]  # (B, T-1, V)
+            vocab = None
+            if vocab_topk is not None:  # sampled vocabulary: the final layer's top-k (+ targets), sorted
+                final_full = heads.logits(heads.n_blocks - 1, hs[-1][:, :-1])  # (B, T-1, V)
+                vocab = final_full.topk(vocab_topk, -1).indices.unique()  # (S,)
+                if objective == "ce":
+                    vocab = torch.cat([vocab, y.reshape(-1)]).unique()
+                    y = torch.searchsorted(vocab, y.contiguous())  # targets as positions in the sampled vocabulary
+            final = heads.logits(heads.n_blocks - 1, hs[-1][:, :-1], vocab)  # (B, T-1, V or S)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for i in range(heads.n_blocks - 1):
-            z = heads.logits(i, hs[i])[:, :-1]  # (B, T-1, V)
+            z = heads.logits(i, hs[i][:, :-1], vocab)  # (B, T-1, V or S)
             if objective == "kd":
                 loss = kd_kl(z, final, T)
             else:
-                loss = F.cross_entropy(z.reshape(-1, z.shape[-1]).float(), x[:, 1:].reshape(-1))
+                loss = F.cross_entropy(z.reshape(-1, z.shape[-1]).float(), y.reshape(-1))
             loss.backward()
             total += float(loss.detach())
         opt.step()
         losses.append(total)
     return losses
-
