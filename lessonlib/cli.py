@@ -1,4 +1,4 @@
-"""The ``lessonlib`` command: ``prepare``, ``reproduce``, ``grade``, ``exercises``, ``info``."""
+"""The ``lessonlib`` command: ``prepare``, ``reproduce``, ``scales``, ``grade``, ``exercises``, ``info``."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,13 @@ def _reproduce(args) -> int:
     return 1 if any(r["verdict"]["status"] == "error" for r in res.values()) else 0
 
 
+def _scales(args) -> int:
+    from .claims.scales import compare_reports
+    compare_reports(args.folders, args.out)
+    print(f"-> {args.out}")
+    return 0
+
+
 def _info(args) -> int:
     from .config import PROFILES, get_profile
     print(f"active profile: {get_profile().name}")
@@ -49,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", default=None, help="comma-separated claim ids, e.g. C12,C21")
     r.add_argument("--out", default="reports", help="report folder (default: reports)")
     r.add_argument("--force", action="store_true", help="ignore cached outcomes")
+    sc = sub.add_parser("scales", help="compare the verdicts of several report folders (e.g. ci vs laptop)")
+    sc.add_argument("folders", nargs="+", help="report folders written by `lessonlib reproduce --out`")
+    sc.add_argument("--out", default="reports/scales.md", help="markdown table (default: reports/scales.md)")
     sub.add_parser("info", help="show the profiles")
     sub.add_parser("grade", help="grade a submission (see `lessonlib grade --help`)")
     sub.add_parser("exercises", help="build exercises/ and solutions/ (see `lessonlib exercises --help`)")
     args = ap.parse_args(argv)
-    return {"prepare": _prepare, "reproduce": _reproduce, "info": _info}[args.cmd](args)
+    return {"prepare": _prepare, "reproduce": _reproduce, "scales": _scales, "info": _info}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -188,3 +188,20 @@ def test_c12_on_the_real_models(tmp_path, monkeypatch):
     assert o.measured["minilm_ffn_share_of_blocks"] == pytest.approx(2 / 3, abs=0.01)
     assert o.measured["minilm_cut_blocks_d_ff_2d"] == pytest.approx(1 / 3, abs=0.01)
     assert o.verdict.status == "holds"
+
+
+def test_scales_table_puts_runs_side_by_side(tmp_path, monkeypatch, fake_experiments):
+    from lessonlib.claims.scales import compare_reports
+    monkeypatch.setenv("LESSONLIB_CACHE", str(tmp_path / "cache"))
+    runner.reproduce(profile="ci", only="C40,C25", out_dir=str(tmp_path / "a"))
+    runner.reproduce(profile="laptop", only="C40", out_dir=str(tmp_path / "b"))
+    text = compare_reports([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "scales.md"))
+    assert (tmp_path / "scales.md").read_text() == text
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| C")}
+    assert rows["C40"].endswith("| holds at this scale | holds at this scale | yes |")
+    assert rows["C25"].endswith("| not measurable here | not run | **no** |")
+    assert "`ci`" in text and "`laptop`" in text and "1 of 2 claims" in text
+    with pytest.raises(ValueError, match="two report folders"):
+        compare_reports([str(tmp_path / "a")])
+    with pytest.raises(FileNotFoundError, match="claims.json"):
+        compare_reports([str(tmp_path / "a"), str(tmp_path / "nope")])
