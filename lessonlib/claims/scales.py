@@ -48,6 +48,9 @@ def compare_reports(folders: list[str], out_path: str | None = None) -> str:
         lines.append(f"- `{p['name']}` ({folder}): {m['date']}, commit `{m['commit']}`, {m['machine']}; "
                      f"{p['eval_windows']} x {p['seqlen']}-token windows, {p['calib_samples']} x {p['calib_seqlen']} "
                      f"calibration, {p['train_steps']} training steps" + (" (partial run)" if m.get("partial") else ""))
+    if len({r["meta"]["commit"] for r in reports}) > 1:
+        lines += ["", "These runs come from different commits: a verdict can change because the experiment's code "
+                  "changed as well as because of scale (each row of claims.json names the commit that measured it)."]
     lines += ["", "| claim | claim (our words) | " + " | ".join(names) + " | same verdict |",
               "|---|---|" + "---|" * len(names) + "---|"]
     n_same = 0
