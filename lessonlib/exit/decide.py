@@ -64,11 +64,13 @@ def exit_decision(conf: torch.Tensor, threshold: float) -> torch.Tensor:
 
 @torch.no_grad()
 def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, metric: str = "maxprob",
-                    with_top1: bool = False) -> tuple[torch.Tensor, ...]:
+                    with_top1: bool = False, classifier=None) -> tuple[torch.Tensor, ...]:
     """Teacher-forced (conf, nll) of every exit for every predicted token: two (L, W, T-1) tensors.
 
     ``nll[i, w, t]`` is the negative log-likelihood of token t+1 of window w under exit i.  With
-    ``with_top1`` a third (L, W, T-1) tensor holds each exit's greedy (argmax) prediction.
+    ``with_top1`` a third (L, W, T-1) tensor holds each exit's greedy (argmax) prediction.  With an
+    ``ExitClassifier`` the confidence of exits 0..L-2 is the classifier's (``metric`` is then unused) and the
+    last exit's is 1.
     """
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise ValueError(f"windows must be (W, T) token ids with T >= 2, got shape {tuple(windows.shape)}")
@@ -81,7 +83,10 @@ def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, m
         c_w, n_w, t_w = [], [], []
         for i, h in enumerate(hs):
             z = heads.logits(i, h)[0, :-1].float()  # (T-1, V)
-            c_w.append(confidence(z, metric))
+            if classifier is None:
+                c_w.append(confidence(z, metric))
+            else:
+                c_w.append(classifier(i, h[0, :-1]) if i < len(hs) - 1 else torch.ones(z.shape[0], device=z.device))
             n_w.append(-torch.log_softmax(z, -1).gather(-1, x[0, 1:, None]).squeeze(-1))  # (T-1,)
             t_w.append(z.argmax(-1))
         confs.append(torch.stack(c_w))
@@ -148,13 +153,15 @@ def _propagate_kv(block: nn.Module, h: torch.Tensor, position_embeddings, cache,
 @torch.no_grad()
 def early_exit_generate(model: nn.Module, heads: ExitHeads, input_ids: torch.Tensor, max_new_tokens: int = 16,
                         threshold: float = 0.9, metric: str = "maxprob", eos_token_id: int | None = None,
-                        first_exit: int = 0) -> EarlyExitGeneration:
+                        first_exit: int = 0, classifier=None) -> EarlyExitGeneration:
     """Greedy decoding with per-token early exit and state propagation for skipped blocks' K/V (batch 1).
 
     With ``threshold`` > 1 no token exits early and the output equals ``model.generate(do_sample=False)``.
     An exit check runs a full-vocabulary head (V x C: for SmolLM2 about 8 times a block's weights), so
     checks start at block ``first_exit`` (0-based; e.g. ``SweepPoint.first_exit`` found on held-out text,
-    where no token exited earlier) and are skipped entirely when ``threshold`` > 1.
+    where no token exited earlier) and are skipped entirely when ``threshold`` > 1.  With an
+    ``ExitClassifier`` (``lessonlib.exit.classifier``) a check is a dot product instead, and the exit head runs
+    once, at the block the token leaves.
     """
     from transformers import DynamicCache
 
@@ -190,8 +197,10 @@ def early_exit_generate(model: nn.Module, heads: ExitHeads, input_ids: torch.Ten
             h = h[0] if isinstance(h, tuple) else h
             if i < first_exit:
                 continue
+            if classifier is not None and i < L - 1 and float(classifier(i, h[:, -1])) < threshold:
+                continue  # the cheap check failed: this exit's head never runs
             logits = heads.logits(i, h)[:, -1]  # (1, V)
-            if i < L - 1 and float(confidence(logits, metric)) >= threshold:  # exit_decision for one token
+            if i < L - 1 and (classifier is not None or float(confidence(logits, metric)) >= threshold):
                 for j in range(i + 1, L):  # state propagation: K/V of skipped blocks from the exited h
                     _propagate_kv(blocks[j], h, pe, cache, j)
                 break
