@@ -41,6 +41,7 @@ def source_closure(module_file: str, root: str | None = None) -> list[str]:
         base = os.path.join(top, *dotted.split("."))
         return [f for f in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(f)]
 
+    name = os.path.basename(root)  # "lessonlib": imports outside it are not followed
     seen: set[str] = set()
     todo = [os.path.abspath(module_file)]
     while todo:
@@ -63,7 +64,6 @@ def source_closure(module_file: str, root: str | None = None) -> list[str]:
             else:
                 continue
             for t in targets:
-                name = os.path.basename(root)
                 if t == name or t.startswith(name + "."):
                     parts = t.split(".")  # importing a.b.c runs a/__init__ and a/b/__init__ too
                     for i in range(1, len(parts) + 1):
@@ -91,10 +91,12 @@ def code_fingerprint(fn) -> str:
         return hashlib.sha256(fn.__qualname__.encode()).hexdigest()[:12]
 
 
-def config_key(claim_id: str, fn, profile) -> str:
-    """Hash of what determines an outcome: the claim, the code it runs (``code_fingerprint``), the
-    profile and torch's version.  Editing a library module an experiment imports therefore re-measures it."""
-    blob = json.dumps([claim_id, code_fingerprint(fn), profile.as_dict(), torch.__version__], sort_keys=True)
+def config_key(claim_id: str, fn, profile, fingerprint: str | None = None) -> str:
+    """Hash of what determines an outcome: the claim, the code it runs (``code_fingerprint``, computed here
+    unless given), the profile and torch's version.  Editing a library module an experiment imports therefore
+    re-measures it."""
+    fingerprint = code_fingerprint(fn) if fingerprint is None else fingerprint
+    blob = json.dumps([claim_id, fingerprint, profile.as_dict(), torch.__version__], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -139,8 +141,8 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
             o = Outcome(measured={}, verdict=rules.pending(info.issue), summary="")
             results[cid] = _outcome_to_json(o)
             continue
-        key = config_key(cid, exps[cid], prof)
-        fingerprint = code_fingerprint(exps[cid])
+        fingerprint = code_fingerprint(exps[cid])  # one walk of the import closure per claim
+        key = config_key(cid, exps[cid], prof, fingerprint)
         path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
         if use_cache and not force and os.path.exists(path):
             with open(path) as f:

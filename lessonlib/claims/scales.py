@@ -1,7 +1,7 @@
 """Which verdicts change with scale: one table over several ledger runs (e.g. the ci and laptop profiles).
 
 Reads the ``claims.json`` of each report folder and writes a markdown table, claim by claim, with each run's
-verdict and measured summary side by side, and whether the verdicts agree.  Nothing is judged here: every
+verdict side by side and whether the verdicts agree.  Nothing is judged here: every
 cell is copied from a report the runner wrote.
 """
 from __future__ import annotations
