@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from lessonlib.exit.classifier import ExitClassifier, consistency_data, train_exit_classifier
+from lessonlib.exit.classifier import ExitClassifier, classifier_confidence, consistency_data, train_exit_classifier
 from lessonlib.exit.decide import early_exit_generate, exit_statistics
 from lessonlib.exit.heads import ExitHeads, block_outputs
 from lessonlib.models import tiny_causal_lm
@@ -103,12 +103,17 @@ def test_generation_with_the_classifier_matches_the_reference_and_skips_heads(sh
     assert len(calls) == sum(1 for u in g.blocks_used[1:] if u < 4)  # one early head per exiting token, no more
 
 
-def test_exit_statistics_with_the_classifier(sharp_lm):
+def test_classifier_confidence_is_shaped_like_exit_statistics(sharp_lm):
     heads = ExitHeads(sharp_lm)
     clf = ExitClassifier(3, 64)
+    with torch.no_grad():
+        clf.w.copy_(torch.randn(3, 64, generator=torch.Generator().manual_seed(5)))
     x = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(4))
-    conf, nll = exit_statistics(sharp_lm, heads, x, classifier=clf)
-    assert conf.shape == (4, 2, 6)
-    assert torch.allclose(conf[:3], torch.full((3, 2, 6), 0.5)) and torch.equal(conf[3], torch.ones(2, 6))
-    _, nll_plain = exit_statistics(sharp_lm, heads, x)
-    assert torch.equal(nll, nll_plain)
+    conf = classifier_confidence(sharp_lm, clf, x)
+    conf_mp, _ = exit_statistics(sharp_lm, heads, x)
+    assert conf.shape == conf_mp.shape == (4, 2, 6) and torch.equal(conf[3], torch.ones(2, 6))
+    with torch.no_grad():
+        hs = block_outputs(sharp_lm, x[1:2])
+        assert torch.allclose(conf[1, 1], clf(1, hs[1][0, :-1]), atol=1e-6)
+    with pytest.raises(ValueError, match="windows"):
+        classifier_confidence(sharp_lm, clf, x[:, :1])

@@ -42,7 +42,7 @@ def _budgets(conf, nll, top1, name: str) -> tuple[dict, dict]:
 @experiment("C10")
 def c10(ctx: Context) -> Outcome:
     from ..data import calibration_batches, eval_tokens, windows
-    from ..exit.classifier import consistency_data, train_exit_classifier
+    from ..exit.classifier import classifier_confidence, consistency_data, train_exit_classifier
     from ..exit.decide import exit_statistics
     from ..exit.heads import ExitHeads, train_exit_heads
 
@@ -61,7 +61,7 @@ def c10(ctx: Context) -> Outcome:
     n_eval = max(1, p.eval_windows // 4)
     wins = windows(eval_tokens(tok), max(16, p.seqlen // 2), n_eval)  # (W, T)
     conf, nll, top1 = exit_statistics(model, heads, wins, with_top1=True)  # (L, W, T-1) each
-    conf_c, _ = exit_statistics(model, heads, wins, classifier=clf)
+    conf_c = classifier_confidence(model, clf, wins)  # (L, W, T-1), no head needed
     L = conf.shape[0]
     k = max(1, steps // 4)  # the heads' summed KD loss over the first and the last quarter of the steps
     loss_left = (sum(head_losses[-k:]) / k) / (sum(head_losses[:k]) / k)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..config import progress_disabled
 from .heads import ExitHeads, block_outputs
 
-__all__ = ["ExitClassifier", "consistency_data", "train_exit_classifier"]
+__all__ = ["ExitClassifier", "consistency_data", "train_exit_classifier", "classifier_confidence"]
 
 
 def _rms_normalise(h: torch.Tensor) -> torch.Tensor:
@@ -95,3 +95,19 @@ def train_exit_classifier(feats: torch.Tensor, agree: torch.Tensor, steps: int =
         opt.step()
         losses.append(float(loss.detach()))
     return clf, losses
+
+
+@torch.no_grad()
+def classifier_confidence(model: nn.Module, clf: ExitClassifier, windows: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced classifier confidence of every exit for every predicted token, (L, W, T-1), shaped like
+    ``exit_statistics``' conf: exits 0..L-2 from ``clf``, the last exit 1.  Backbone passes only, no head."""
+    if windows.dim() != 2 or windows.shape[1] < 2:
+        raise ValueError(f"windows must be (W, T) token ids with T >= 2, got shape {tuple(windows.shape)}")
+    dev = next(model.parameters()).device
+    model.eval()
+    out = []
+    for w in range(windows.shape[0]):
+        hs = block_outputs(model, windows[w: w + 1].to(dev))  # L x (1, T, C)
+        c = [clf(i, h[0, :-1]) for i, h in enumerate(hs[:-1])]  # (L-1) x (T-1,)
+        out.append(torch.stack(c + [torch.ones_like(c[0])]).cpu())  # (L, T-1)
+    return torch.stack(out, 1)  # (L, W, T-1)

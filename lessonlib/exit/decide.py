@@ -64,13 +64,12 @@ def exit_decision(conf: torch.Tensor, threshold: float) -> torch.Tensor:
 
 @torch.no_grad()
 def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, metric: str = "maxprob",
-                    with_top1: bool = False, classifier=None) -> tuple[torch.Tensor, ...]:
+                    with_top1: bool = False) -> tuple[torch.Tensor, ...]:
     """Teacher-forced (conf, nll) of every exit for every predicted token: two (L, W, T-1) tensors.
 
     ``nll[i, w, t]`` is the negative log-likelihood of token t+1 of window w under exit i.  With
-    ``with_top1`` a third (L, W, T-1) tensor holds each exit's greedy (argmax) prediction.  With an
-    ``ExitClassifier`` the confidence of exits 0..L-2 is the classifier's (``metric`` is then unused) and the
-    last exit's is 1.
+    ``with_top1`` a third (L, W, T-1) tensor holds each exit's greedy (argmax) prediction.  The
+    early-exit classifier's confidences need no head: ``lessonlib.exit.classifier.classifier_confidence``.
     """
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise ValueError(f"windows must be (W, T) token ids with T >= 2, got shape {tuple(windows.shape)}")
@@ -83,10 +82,7 @@ def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, m
         c_w, n_w, t_w = [], [], []
         for i, h in enumerate(hs):
             z = heads.logits(i, h)[0, :-1].float()  # (T-1, V)
-            if classifier is None:
-                c_w.append(confidence(z, metric))
-            else:
-                c_w.append(classifier(i, h[0, :-1]) if i < len(hs) - 1 else torch.ones(z.shape[0], device=z.device))
+            c_w.append(confidence(z, metric))
             n_w.append(-torch.log_softmax(z, -1).gather(-1, x[0, 1:, None]).squeeze(-1))  # (T-1,)
             t_w.append(z.argmax(-1))
         confs.append(torch.stack(c_w))

@@ -162,14 +162,14 @@ def _train_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, opt:
         y = x[:, 1:]  # (B, T-1) next tokens
         with torch.no_grad():
             hs = block_outputs(model, x)  # L x (B, T, C)
+            final = heads.logits(heads.n_blocks - 1, hs[-1][:, :-1])  # (B, T-1, V)
             vocab = None
             if vocab_topk is not None:  # sampled vocabulary: the final layer's top-k (+ targets), sorted
-                final_full = heads.logits(heads.n_blocks - 1, hs[-1][:, :-1])  # (B, T-1, V)
-                vocab = final_full.topk(vocab_topk, -1).indices.unique()  # (S,)
+                vocab = final.topk(vocab_topk, -1).indices.unique()  # (S,)
                 if objective == "ce":
                     vocab = torch.cat([vocab, y.reshape(-1)]).unique()
                     y = torch.searchsorted(vocab, y.contiguous())  # targets as positions in the sampled vocabulary
-            final = heads.logits(heads.n_blocks - 1, hs[-1][:, :-1], vocab)  # (B, T-1, V or S)
+                final = final[..., vocab]  # (B, T-1, S)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for i in range(heads.n_blocks - 1):
