@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prepare", help="materialise the embedded models into the cache")
     r = sub.add_parser("reproduce", help="run the claim experiments and write reports/claims.md")
-    r.add_argument("--profile", default=None, help="ci, laptop or gpu (default: $LESSONLIB_PROFILE or laptop)")
+    r.add_argument("--profile", default=None, help="ci, lab, laptop or gpu (default: $LESSONLIB_PROFILE or laptop)")
     r.add_argument("--only", default=None, help="comma-separated claim ids, e.g. C12,C21")
     r.add_argument("--out", default="reports", help="report folder (default: reports)")
     r.add_argument("--force", action="store_true", help="ignore cached outcomes")

@@ -1,9 +1,11 @@
 """Run profiles: every size a notebook, test or claim uses comes from here.
 
-Select one with the environment variable ``LESSONLIB_PROFILE`` (``ci``, ``laptop`` or ``gpu``) or pass
-``profile=`` to the functions that take it.  ``ci`` keeps each notebook under two minutes on two CPU
-cores; ``laptop`` is the default for people working through the course; ``gpu`` follows the published
-protocols (2048-token windows, 128 calibration sequences).
+Select one with the environment variable ``LESSONLIB_PROFILE`` (``ci``, ``lab``, ``laptop`` or ``gpu``) or
+pass ``profile=`` to the functions that take it.  ``ci`` keeps each notebook under two minutes on two CPU
+cores; ``lab`` is the default for people working through the chapters (each under five minutes on two CPU
+cores); ``laptop`` is the ledger's CPU profile (``lessonlib reproduce`` defaults to it: larger runs that the
+chapters read from ``reports/claims.json`` instead of repeating); ``gpu`` follows the published protocols
+(2048-token windows, 128 calibration sequences).
 """
 from __future__ import annotations
 
@@ -41,7 +43,12 @@ PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", seqlen=256, eval_windows=8, calib_samples=16, calib_seqlen=256, train_steps=12,
                   batch_size=4, lr=1e-4, encoder_train=512, encoder_eval=256, sweep_points=3,
                   bench_repeats=3, device="cpu"),
-    # laptop: the seeds' 512-token windows; sized so the whole ledger (`lessonlib reproduce`) runs in about
+    # lab: the chapters' default, a live version of each experiment that finishes in minutes; the larger
+    # runs belong to the ledger (laptop, gpu) and are read from reports/claims.json
+    "lab": Profile("lab", seqlen=512, eval_windows=8, calib_samples=16, calib_seqlen=512, train_steps=16,
+                   batch_size=4, lr=1e-4, encoder_train=1000, encoder_eval=500, sweep_points=4,
+                   bench_repeats=3, device="auto"),
+    # laptop: the ledger's CPU profile, the seeds' 512-token windows; sized so the whole ledger (`lessonlib reproduce`) runs in about
     # two hours on two CPU cores (fine-tunes are the cost: one 4 x 512-token SmolLM2 step is ~12 s there)
     "laptop": Profile("laptop", seqlen=512, eval_windows=16, calib_samples=32, calib_seqlen=512,
                       train_steps=32, batch_size=4, lr=1e-4, encoder_train=2000, encoder_eval=1000,
@@ -52,11 +59,11 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def get_profile(profile: str | Profile | None = None) -> Profile:
-    """The active profile: the argument, else ``$LESSONLIB_PROFILE``, else ``laptop``."""
+def get_profile(profile: str | Profile | None = None, default: str = "lab") -> Profile:
+    """The active profile: the argument, else ``$LESSONLIB_PROFILE``, else ``default`` (``lab``)."""
     if isinstance(profile, Profile):
         return profile
-    name = profile or os.environ.get("LESSONLIB_PROFILE") or "laptop"
+    name = profile or os.environ.get("LESSONLIB_PROFILE") or default
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} "
                          "(argument or LESSONLIB_PROFILE)")

@@ -18,10 +18,19 @@ def test_env_selects_profile(monkeypatch):
 
 def test_unknown_profile_names_choices(monkeypatch):
     monkeypatch.setenv("LESSONLIB_PROFILE", "huge")
-    with pytest.raises(ValueError, match=r"'huge'.*ci.*gpu.*laptop"):
+    with pytest.raises(ValueError, match=r"'huge'.*ci.*gpu.*lab.*laptop"):
         get_profile()
 
 
 def test_with_changes_one_field():
     p = PROFILES["ci"].with_(seqlen=64)
     assert p.seqlen == 64 and p.calib_samples == PROFILES["ci"].calib_samples
+
+
+def test_chapters_default_to_lab_and_the_ledger_to_laptop(monkeypatch):
+    monkeypatch.delenv("LESSONLIB_PROFILE", raising=False)
+    assert get_profile().name == "lab"
+    assert get_profile(default="laptop").name == "laptop"
+    lab, lap = PROFILES["lab"], PROFILES["laptop"]
+    assert lab.eval_windows * lab.seqlen < lap.eval_windows * lap.seqlen  # chapters run a smaller live version
+    assert lab.train_steps < lap.train_steps

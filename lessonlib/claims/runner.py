@@ -129,7 +129,7 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
     interrupted run resumes where it stopped; ``force`` re-runs anyway.  Claims with no experiment yet
     appear as pending.  An experiment that raises is reported with status ``error`` and the run goes on.
     """
-    prof = get_profile(profile)
+    prof = get_profile(profile, default="laptop")  # the ledger's own default; chapters default to lab
     ids = _parse_only(only)
     exps = registry()
     ctx = Context(prof, out_dir=out_dir)
