@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import protect
 from .config import progress_disabled
 from .models import block_linears, decoder_blocks, get_weight, resolve_device
 
@@ -332,6 +333,7 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
             if stats is not None and group:
                 st = _StatsHooks({n: linears[n] for n in group}, stats, dev, share_inputs).run(block, hiddens, kw)
             if group:
+                protect(block)  # an open lessonlib.atomic.transaction can undo what compress changes
                 compress(i, block, st)
         if i + 1 < len(blocks):
             hiddens = run_block(block, hiddens, kw)  # inputs of block i+1, from the compressed block

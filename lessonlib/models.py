@@ -259,6 +259,8 @@ def set_weight(module: nn.Module, weight: torch.Tensor) -> None:
     if tuple(weight.shape) != tuple(cur.shape):
         raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit a layer of shape {tuple(cur.shape)}")
     w = weight.to(dtype=cur.dtype, device=cur.device)
+    from .atomic import protect
+    protect(module.weight)  # an open lessonlib.atomic.transaction can undo this write
     module.weight.data.copy_(w.t() if _is_conv1d(module) else w)
 
 

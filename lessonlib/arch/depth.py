@@ -25,6 +25,7 @@ from ..config import progress_disabled
 from ..evaluate import perplexity
 from ..models import decoder_blocks
 from .ffn import _as_index, _check_batches
+from ..atomic import atomic
 
 __all__ = ["block_influence", "block_influences", "lowest_influence_blocks", "remove_blocks", "without_blocks",
            "skip_one_scan", "layer_drop_schedule"]
@@ -87,6 +88,7 @@ def _set_blocks(model: nn.Module, blocks: list[nn.Module]) -> None:
     cfg.num_hidden_layers = len(blocks)
 
 
+@atomic
 def remove_blocks(model: nn.Module, indices: list[int]) -> nn.Module:
     """Physically delete the blocks ``indices`` (in place; returns the model).
 

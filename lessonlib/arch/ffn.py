@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import progress_disabled
 from ..models import LayoutError, decoder_blocks, encoder_blocks, model_family
+from ..atomic import atomic
 
 __all__ = ["arch_kind", "arch_blocks", "shrink_linear", "linear_from", "lm_loss", "shrink_ffn_tensors", "weight_norm_scores",
            "ffn_modules", "ffn_neuron_scores", "keep_top_neurons", "prune_ffn_neurons", "FFN_METHODS"]
@@ -240,6 +241,7 @@ def ffn_neuron_scores(model: nn.Module, method: str = "activation", batches: tor
 
 
 @torch.no_grad()
+@atomic
 def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor] | list[torch.Tensor]) -> nn.Module:
     """Physically shrink the FFNs: block ``i`` keeps only the neurons ``keep[i]`` (in place; returns model).
 

@@ -17,6 +17,7 @@ from torch import nn
 from ..evaluate import kv_cache_bytes_per_token, perplexity
 from ..models import decoder_blocks
 from .ffn import arch_kind, linear_from
+from ..atomic import atomic
 
 __all__ = ["mean_pool_heads", "convert_to_gqa", "kv_cache_report", "gqa_quality"]
 
@@ -42,6 +43,7 @@ def mean_pool_heads(weight: torch.Tensor, bias: torch.Tensor | None, n_heads: in
 
 
 @torch.no_grad()
+@atomic
 def convert_to_gqa(model: nn.Module, num_kv_heads: int) -> nn.Module:
     """Pool every block's K and V heads down to ``num_kv_heads`` (in place; returns the model).
 

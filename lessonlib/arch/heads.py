@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import progress_disabled
 from .ffn import _as_index, _check_batches, arch_blocks, arch_kind, lm_loss, shrink_linear
+from ..atomic import atomic
 
 __all__ = ["head_channels", "attention_entropy", "plan_head_removal", "plan_group_removal", "head_counts",
            "head_importance", "lowest_heads", "prune_heads", "prune_kv_groups", "HEAD_METHODS"]
@@ -141,6 +142,7 @@ def _check_layers(model: nn.Module, spec: dict) -> None:
 
 
 @torch.no_grad()
+@atomic
 def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
     """Remove query heads ``heads[layer]`` (current numbering) from a LLaMA-style decoder or BERT encoder.
 
@@ -160,6 +162,7 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
 
 
 @torch.no_grad()
+@atomic
 def prune_kv_groups(model: nn.Module, groups: dict[int, list[int]]) -> nn.Module:
     """Remove whole KV groups (a KV head and all the query heads it serves) from a LLaMA-style decoder."""
     if arch_kind(model) != "llama":

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..config import get_profile, progress_disabled
 from ..distill.train import batch_indices
 from .ffn import _check_batches, arch_blocks, lm_loss
+from ..atomic import atomic, protect
 
 __all__ = ["TRAINABLE", "trainable_names", "RecoveryResult", "recovery_finetune"]
 
@@ -55,6 +56,7 @@ class RecoveryResult:
         return asdict(self)
 
 
+@atomic
 def recovery_finetune(model: nn.Module, batches: torch.Tensor, steps: int | None = None,
                       batch_size: int | None = None, lr: float | None = None, trainable: str = "blocks",
                       seed: int = 0, profile=None) -> RecoveryResult:
@@ -80,6 +82,8 @@ def recovery_finetune(model: nn.Module, batches: torch.Tensor, steps: int | None
             params.append(p)
     if not params:
         raise ValueError(f"trainable={trainable!r} selects no parameter of this model")
+    for p in params:
+        protect(p)  # the optimiser writes in place; an open lessonlib.atomic.transaction can undo it
     dev = next(model.parameters()).device
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

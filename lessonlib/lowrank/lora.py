@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..models import get_weight, set_weight
+from ..atomic import atomic, protect
 
 __all__ = ["LoRALinear", "apply_lora", "lora_parameters", "merge_all"]
 
@@ -98,6 +99,7 @@ class LoRALinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, merged={self.merged}"
 
 
+@atomic
 def apply_lora(model: nn.Module, targets: tuple[str, ...] = ("q_proj", "v_proj"), r: int = 8,
                alpha: float | None = None, dropout: float = 0.0, seed: int = 0) -> list[str]:
     """Wrap every module whose name ends with one of ``targets`` in a :class:`LoRALinear`; freeze the rest.
@@ -122,9 +124,11 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_A, m.lora_B)]
 
 
+@atomic
 def merge_all(model: nn.Module) -> int:
     """Merge every unmerged adapter; returns how many were merged."""
     mods = [m for m in model.modules() if isinstance(m, LoRALinear) and not m.merged]
     for m in mods:
+        protect(m)  # merge() adds B A into the base weight in place
         m.merge()
     return len(mods)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..models import block_linears, decoder_blocks, get_weight
+from ..atomic import atomic
 
 __all__ = ["svd_split", "factorize_linear", "low_rank_linear", "rank_from_energy", "rank_from_knee",
            "whitened_svd_split", "asvd_split", "lowrank_params", "breakeven_rank", "lowrank_model",
@@ -175,6 +176,7 @@ def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
+@atomic
 def lowrank_model(model: nn.Module, energy: float | None = 0.9, rank_fn: Callable[[torch.Tensor], int] | None = None,
                   calib: torch.Tensor | None = None,
                   layer_filter: Callable[[str], bool] | None = None) -> dict[str, dict[str, int]]:

@@ -26,6 +26,7 @@ from ..quant import QuantScheme, quantize_
 from .recipe import Recipe, load_recipe
 from .size import FORMAT_ATTR, SPARSE_ATTR, storage_report
 from .stages import StageContext, block_linear_modules, run_stage
+from ..atomic import atomic
 
 __all__ = ["StageRecord", "PipelineReport", "compress", "quality", "speed", "pack_quantized"]
 
@@ -121,6 +122,7 @@ def speed(model: nn.Module, tokens: torch.Tensor, prompt_len: int = 64, batch: i
     return {"latency_ms": 1e3 * lat.median_s, "tokens_per_s": batch * prompt_len / lat.median_s}
 
 
+@atomic
 def pack_quantized(model: nn.Module, scale_dtype: torch.dtype | None = None) -> int:
     """Swap every quantized, dense, non-AWQ decoder linear for a packed ``QuantLinear`` (in place); returns
     how many were packed.  The weights are already on their grid, so re-rounding reproduces them."""
@@ -141,6 +143,7 @@ def _cfg(scheme: QuantScheme, scale_dtype: torch.dtype):
     return WeightOnlyConfig(scheme, scale_dtype)
 
 
+@atomic
 def compress(model: nn.Module, recipe: dict | list | str | Recipe, tokenizer=None, calib: torch.Tensor | None = None,
              profile: str | Profile | None = None, evaluate: bool = True, *, tokens: torch.Tensor | None = None,
              float_bytes: int = 2, seed: int = 0, prompt_len: int = 64, inplace: bool = False,

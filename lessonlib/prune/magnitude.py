@@ -20,6 +20,7 @@ from torch import nn
 from ..models import get_weight, set_weight
 from .masks import (apply_mask, check_sparsity, model_linears, n_to_prune, nm_mask, prune_lowest, register_mask,
                     resolve_sparsity)
+from ..atomic import atomic
 
 __all__ = ["magnitude_mask", "magnitude_row_mask", "global_magnitude_masks", "magnitude_prune_model",
            "cubic_sparsity", "gradual_magnitude_prune"]
@@ -77,6 +78,7 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
     return masks
 
 
+@atomic
 def magnitude_prune_model(model: nn.Module, sparsity: float, prune_n: int = 0, prune_m: int = 0,
                           scope: str = "layer") -> dict[str, torch.Tensor]:
     """Magnitude-prune every linear layer of the transformer blocks in place; returns name -> keep-mask.

@@ -21,6 +21,7 @@ from ..calib import HessianStats, SequentialReport, run_sequential
 from ..hessian import damped_inverse, prepare_layer
 from ..models import block_linears, get_weight, set_weight
 from .masks import _check_matrix, check_mask, check_nm, n_to_prune, nm_mask, prune_lowest_count, resolve_sparsity
+from ..atomic import atomic
 
 __all__ = ["sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
 
@@ -108,6 +109,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
     return W.to(weight.dtype), keep
 
 
+@atomic
 def sparsegpt_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, prune_n: int = 0,
                           prune_m: int = 0, block_size: int = 128, percdamp: float = 0.01,
                           quant_factory: Callable[[str, torch.Tensor], Quantizer] | None = None,

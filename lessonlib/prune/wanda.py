@@ -14,6 +14,7 @@ from torch import nn
 from ..calib import InputNormStats, SequentialReport, run_sequential
 from ..models import block_linears, get_weight, set_weight
 from .masks import _check_matrix, apply_mask, nm_mask, prune_lowest, resolve_sparsity
+from ..atomic import atomic
 
 __all__ = ["wanda_mask", "wanda_prune_model"]
 
@@ -47,6 +48,7 @@ def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: flo
     # END SOLUTION
 
 
+@atomic
 def wanda_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, prune_n: int = 0,
                       prune_m: int = 0, device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor],
                                                                                      SequentialReport]:

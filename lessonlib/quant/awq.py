@@ -25,6 +25,7 @@ from torch import nn
 from ..calib import InputSampleStats, run_sequential
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, check_finite, fake_quant
+from ..atomic import atomic
 
 __all__ = ["AWQResult", "awq_scales", "awq_search_clip", "awq_quantize", "awq_quantize_model"]
 
@@ -136,6 +137,7 @@ def awq_quantize(weight: torch.Tensor, x: torch.Tensor | None = None, scheme: Qu
     return AWQResult(w_eff.to(weight.dtype), q_scaled.to(weight.dtype), s, float(alpha), ratios, errors)
 
 
+@atomic
 def awq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
                        n_grid: int = 20, clip: bool = True, max_tokens: int = 4096,
                        device: torch.device | str = "auto",

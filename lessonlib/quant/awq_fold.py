@@ -25,6 +25,7 @@ from ..calib import InputSampleStats, run_sequential
 from ..models import block_linears, get_weight, set_weight
 from .affine import QuantizedWeight, QuantScheme, quantize
 from .awq import awq_quantize, awq_search_clip
+from ..atomic import atomic
 
 __all__ = ["LLAMA_FOLDS", "fold_scales", "awq_fold_model"]
 
@@ -67,6 +68,7 @@ def fold_scales(prev: nn.Module, layers: list[nn.Module], s: torch.Tensor) -> No
         set_weight(m, w * s.to(w.dtype))
 
 
+@atomic
 def awq_fold_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
                    n_grid: int = 20, clip: bool = True, max_tokens: int = 4096, clip_tokens: int = 512,
                    device: torch.device | str = "auto",

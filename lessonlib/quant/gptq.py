@@ -38,6 +38,7 @@ from ..calib import HessianStats, run_sequential
 from ..hessian import damped_inverse, prepare_layer
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, all_finite, compute_qparams, dequantize
+from ..atomic import atomic
 
 __all__ = ["GPTQResult", "gptq_column_update", "gptq_quantize", "gptq_reference",
            "gptq_quantize_model", "hessian_error", "split_rows"]
@@ -230,6 +231,7 @@ def split_rows(result: GPTQResult, sizes: list[int]) -> list[GPTQResult]:
     return parts
 
 
+@atomic
 def gptq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
                         act_order: bool = False, static_groups: bool = True, block_size: int = 128,
                         percdamp: float = 0.01, device: torch.device | str = "auto",

@@ -35,6 +35,7 @@ from ..evaluate import bytes_at_precision, next_token_nll
 from ..models import block_linears, decoder_blocks, get_weight, set_weight
 from .affine import QuantScheme, fake_quant
 from .qlinear import WeightOnlyConfig, is_linear_like, quantize_
+from ..atomic import atomic
 
 __all__ = ["layer_bytes", "hessian_sensitivity", "Allocation", "allocate_bits", "block_layer_names",
            "layer_groups", "option_bytes", "hessian_sensitivities", "measured_sensitivities",
@@ -233,6 +234,7 @@ def measured_sensitivities(model: nn.Module, windows: torch.Tensor, groups: Mapp
     return out
 
 
+@atomic
 def apply_mixed_precision(model: nn.Module, bits: Mapping[str, int], groups: Mapping[str, Sequence[str]] | None = None,
                           group_size: int = 64, sym: bool = True, pack: bool = False,
                           scale_dtype: torch.dtype | None = None) -> dict[str, int]:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from ..models import get_weight
 from .affine import QuantScheme, compute_qparams, expand_qparams
 from .qlinear import QuantLinear, default_filter, is_linear_like, replace_module
+from ..atomic import atomic
 
 __all__ = ["ste_forward", "FakeQuantSTE", "fake_quant_ste", "QATLinear", "prepare_qat", "convert_qat"]
 
@@ -95,6 +96,7 @@ class QATLinear(nn.Linear):
         return super().extra_repr() + f", scheme={self.scheme}"
 
 
+@atomic
 def prepare_qat(model: nn.Module, scheme: QuantScheme,
                 filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
     """Replace the selected linear layers (default: all but ``lm_head``) by ``QATLinear`` in place."""
@@ -108,6 +110,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme,
     return model
 
 
+@atomic
 def convert_qat(model: nn.Module, scale_dtype: torch.dtype | None = None) -> nn.Module:
     """Replace every ``QATLinear`` by a packed ``QuantLinear`` of its current weight, in place."""
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, QATLinear)]

@@ -35,6 +35,7 @@ from ..distill.train import batch_indices
 from ..evaluate import next_token_nll
 from .affine import QuantScheme
 from .qat import QATLinear, prepare_qat
+from ..atomic import atomic, protect
 
 __all__ = ["QATReport", "cosine_lr", "qat_finetune"]
 
@@ -79,6 +80,7 @@ def _check(batches: torch.Tensor, steps: int, lr: float, batch_size: int, optimi
         raise ValueError(f"optimizer={optimizer!r}; choose one of {OPTIMIZERS}")
 
 
+@atomic
 def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, steps: int, lr: float,
                  batch_size: int = 4, optimizer: str = "sgd", momentum: float = 0.9, final_frac: float = 0.0,
                  grad_clip: float = 1.0, seed: int = 0,
@@ -98,6 +100,7 @@ def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, s
     params = [m.weight for m in model.modules() if isinstance(m, QATLinear)]
     for p in params:
         p.requires_grad_(True)
+        protect(p)  # the optimiser writes in place; an open lessonlib.atomic.transaction can undo it
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
     else:

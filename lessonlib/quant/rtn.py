@@ -14,6 +14,7 @@ from torch import nn
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, QuantizedWeight, fake_quant, quantize
 from .qlinear import WeightOnlyConfig, default_filter, is_linear_like, quantize_
+from ..atomic import atomic
 
 __all__ = ["rtn_quantize", "rtn_quantize_model"]
 
@@ -23,6 +24,7 @@ def rtn_quantize(weight: torch.Tensor, scheme: QuantScheme) -> QuantizedWeight:
     return quantize(weight, scheme)
 
 
+@atomic
 def rtn_quantize_model(model: nn.Module, scheme: QuantScheme, pack: bool = False,
                        filter_fn: Callable[[nn.Module, str], bool] | None = None,
                        scale_dtype: torch.dtype | None = None) -> dict[str, float]:

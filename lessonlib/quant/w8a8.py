@@ -29,6 +29,7 @@ from ..calib import run_sequential
 from ..models import block_linears, decoder_blocks, get_weight
 from .qlinear import replace_module
 from .smoothquant import MinMaxObserver, PercentileObserver, W8A8Linear, smooth_scales
+from ..atomic import atomic
 
 __all__ = ["ObserverStats", "W8A8Report", "w8a8_quantize_model", "layer_w8a8", "calibrate_activations", "apply_w8a8"]
 
@@ -79,6 +80,7 @@ class W8A8Report:
 
 
 @torch.no_grad()
+@atomic
 def w8a8_quantize_model(model: nn.Module, calib: torch.Tensor, alpha: float | None = 0.5, observer: str = "minmax",
                         percentile: float = 99.9, static: bool = True, per_token: bool = False,
                         device: str = "auto") -> W8A8Report:
@@ -140,6 +142,7 @@ def calibrate_activations(model: nn.Module, calib: torch.Tensor, observer: str =
     return {n: st.absmax().float().cpu() for n, st in stats.items()}
 
 
+@atomic
 def apply_w8a8(model: nn.Module, act_absmax: dict[str, torch.Tensor], alpha: float | None = 0.5, static: bool = True,
                per_token: bool = False) -> dict[str, torch.Tensor | None]:
     """Swap each layer named in ``act_absmax`` for a ``W8A8Linear`` (``layer_w8a8``), in place.

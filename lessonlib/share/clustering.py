@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lessonlib.coding.bitstream import pack_fixed_width, unpack_fixed_width
+from ..atomic import atomic
 
 __all__ = ["lloyd_step", "kmeans_1d", "ClusteredWeight", "cluster_weight", "centroid_gradients", "cluster_model",
            "index_bits"]
@@ -149,6 +150,7 @@ def centroid_gradients(grad: torch.Tensor, indices: torch.Tensor, k: int) -> tor
 
 
 @torch.no_grad()
+@atomic
 def cluster_model(model: nn.Module, k: int, iters: int = 30, keep_zero: bool = True) -> dict[str, int]:
     """Replace every decoder-block linear weight by its k-means clustered version; returns storage bytes per layer."""
     from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weight

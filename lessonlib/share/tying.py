@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models import decoder_blocks
+from ..atomic import atomic, protect
 
 __all__ = ["tie_blocks", "count_parameters", "sharing_groups"]
 
@@ -35,6 +36,7 @@ def _params_by_owner(block: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Par
 
 
 @torch.no_grad()
+@atomic
 def tie_blocks(model_or_blocks: nn.Module, group_size: int, init: str = "first") -> list[list[int]]:
     """Make each group of ``group_size`` consecutive decoder blocks share one block's parameters (in place).
 
@@ -51,6 +53,7 @@ def tie_blocks(model_or_blocks: nn.Module, group_size: int, init: str = "first")
         if init == "mean":
             for name, (_, _, p) in leader.items():
                 stacked = torch.stack([_params_by_owner(blocks[j])[name][2].detach() for j in group])
+                protect(p)  # an open lessonlib.atomic.transaction can undo this write
                 p.copy_(stacked.mean(0))
         for j in group[1:]:
             follower = _params_by_owner(blocks[j])

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..evaluate import measure_latency
 from ..models import decoder_blocks
+from ..atomic import atomic
 
 __all__ = ["ffn_down_projections", "ActivationSparsityMonitor", "activation_sparsity", "relufy_llama_mlp",
            "SparseDownProj", "sparse_down_proj", "time_sparse_down_proj"]
@@ -100,6 +101,7 @@ def activation_sparsity(model: nn.Module, input_ids: torch.Tensor, threshold: fl
     return {**mon.fractions(), "overall": mon.overall()}
 
 
+@atomic
 def relufy_llama_mlp(model: nn.Module) -> int:
     """Replace the gate activation (SiLU) of every LLaMA-style MLP by ReLU, in place; returns how many.
 
