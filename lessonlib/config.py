@@ -31,6 +31,20 @@ class Profile:
     bench_repeats: int  # timed repetitions in latency measurements
     device: str  # "auto" picks CUDA when present
 
+    def __post_init__(self) -> None:
+        """Every field is checked, so ``with_(seqlen=-5)`` fails here and not deep inside an experiment."""
+        from .checks import device_str, integer, positive_float, short
+
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Profile name={short(self.name)} must be a non-empty string")
+        for f in ("seqlen", "calib_samples", "calib_seqlen", "train_steps", "batch_size", "sweep_points",
+                  "bench_repeats"):
+            integer(f, getattr(self, f), lo=1, where=f"profile {self.name!r}")
+        for f in ("eval_windows", "encoder_train", "encoder_eval"):  # 0 = all
+            integer(f, getattr(self, f), lo=0, where=f"profile {self.name!r}; 0 means all")
+        positive_float("lr", self.lr, where=f"profile {self.name!r}")
+        device_str("device", self.device)
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -10,6 +10,8 @@ import warnings
 
 import torch
 
+from .checks import all_finite as _all_finite
+
 __all__ = ["prepare_layer", "damped_inverse"]
 
 
@@ -39,11 +41,6 @@ def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     return W, H, dead
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """A finite sum proves every entry finite (NaN/inf propagate), far cheaper than the elementwise test."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _lower_inverse(M: torch.Tensor, eye: torch.Tensor, n_blocks: int = 4) -> torch.Tensor:

@@ -71,6 +71,8 @@ def asset_dir(module: str, package: str | None = None) -> str:
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` is CUDA when available, else CPU; anything else must be a valid torch device."""
+    from .checks import device_str
+    device = device_str("device", device)
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -167,6 +169,11 @@ def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: i
 
     if task not in (None, "classification"):
         raise ValueError(f"unknown task {task!r}; choose None or 'classification'")
+    if task == "classification":
+        from .checks import integer
+        integer("num_labels", num_labels, lo=1, where="load_encoder classification head")
+    if not isinstance(name, str):
+        raise TypeError(f"encoder name must be a string, got {type(name).__name__}")
     if name in EMBEDDED_ENCODERS:
         a = EMBEDDED_ENCODERS[name]
         path = os.path.join(asset_dir(a.module, a.package), a.relpath)

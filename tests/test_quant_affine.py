@@ -83,9 +83,11 @@ def test_clip_ratio_shrinks_range():
 
 
 def test_bad_inputs_raise():
-    for bits in (1, 9, 4.0):
+    for bits in (1, 9):
         with pytest.raises(ValueError, match="bits"):
             QuantScheme(bits, 64)
+    with pytest.raises(TypeError, match="bits=4.0 must be an int"):
+        QuantScheme(4.0, 64)
     with pytest.raises(ValueError, match="group_size"):
         QuantScheme(4, -2)
     with pytest.raises(ValueError, match="does not divide"):

@@ -61,7 +61,10 @@ def load_pruned(path: str, device: str | torch.device = "cpu") -> nn.Module:
         raise ValueError(f"no *.safetensors file in {path!r}; save the model with save_pretrained(path)")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(f))
+        try:
+            state.update(load_file(f))
+        except Exception as e:  # safetensors' own errors name neither the file nor what to do
+            raise ValueError(f"{f}: not a readable safetensors file ({type(e).__name__}: {str(e)[:200]})") from e
     model = cls(cfg)
     for name, lin in list(model.named_modules()):
         w = state.get(f"{name}.weight")

@@ -23,10 +23,12 @@ import torch
 __all__ = [
     "CorruptStreamError", "ByteReader", "SymbolTensor", "as_symbols", "write_container", "read_container",
     "uvarint", "svarint", "pack_table", "unpack_table", "pack_fixed_width", "unpack_fixed_width",
-    "symbol_indices", "alphabet_counts", "start_body", "open_body",
+    "symbol_indices", "alphabet_counts", "start_body", "open_body", "MAX_SYMBOLS", "check_symbol_count",
+    "values_crc",
 ]
 
 _VERSION = 1
+MAX_SYMBOLS = 1 << 27  # the largest tensor a stream may declare (134M symbols; SmolLM2's largest has 28M)
 _HEADER = struct.Struct("<4sBQI")  # magic, version, body length, crc32
 _DTYPES: dict[int, np.dtype] = {1: np.dtype(np.int8), 2: np.dtype(np.int16), 3: np.dtype(np.int32),
                                 4: np.dtype(np.int64), 5: np.dtype(np.uint8), 6: np.dtype(np.uint16),
@@ -115,12 +117,29 @@ def read_header_shape(r: "ByteReader") -> tuple[np.dtype, tuple[int, ...], int]:
     if ndim > 32:
         raise CorruptStreamError(f"implausible tensor rank {ndim}")
     shape = tuple(r.uvarint() for _ in range(ndim))
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n = 1
+    for d in shape:  # Python ints: a forged shape cannot overflow into a small or negative count
+        n *= d
+    check_symbol_count(n, CorruptStreamError)
     return _DTYPES[code], shape, n
+
+
+def check_symbol_count(n: int, error: type[Exception] = ValueError) -> None:
+    """Refuse a tensor of more than ``MAX_SYMBOLS`` symbols (a forged header must not allocate gigabytes)."""
+    if n > MAX_SYMBOLS:
+        raise error(f"stream declares {n} symbols, more than the maximum {MAX_SYMBOLS} "
+                    "(lessonlib.coding.bitstream.MAX_SYMBOLS); refusing to decode it")
+
+
+def values_crc(values: np.ndarray, dtype: np.dtype) -> int:
+    """CRC-32 of a tensor's dtype and symbol values (int64 little endian): the coders' end-to-end check of what
+    they decoded, which also catches damage in the tables and header that a recomputed container CRC lets by."""
+    return zlib.crc32(np.ascontiguousarray(values, dtype="<i8").tobytes(), zlib.crc32(np.dtype(dtype).str.encode()))
 
 
 def start_body(st: SymbolTensor) -> bytearray:
     """The common start of every coder's body: dtype, shape and symbol count."""
+    check_symbol_count(st.values.size)
     return bytearray(write_header_shape(st)) + uvarint(st.values.size)
 
 
@@ -251,7 +270,7 @@ def unpack_table(r: ByteReader) -> tuple[np.ndarray, np.ndarray]:
             raise CorruptStreamError("bad empty table")
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     count = r.uvarint()
-    if count > len(r.data):
+    if count > len(r.data) - r.pos:  # every entry takes at least one byte
         raise CorruptStreamError(f"table claims {count} entries in a {len(r.data)}-byte stream")
     lo = r.svarint()
     if mode == 1:

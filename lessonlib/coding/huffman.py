@@ -7,13 +7,21 @@ frequent nodes; a symbol's code length is its leaf depth.  Canonical codes (as i
 
 Stream body (inside the checked container of :mod:`lessonlib.coding.bitstream`)::
 
-    dtype, shape | n symbols | code-length table | block size | bits per block (varints) | packed bits
+    dtype, shape | n symbols | code-length table | block size | values CRC-32 | bits per block (varints) |
+    packed bits
 
 The symbols are cut into blocks of ``block`` symbols whose bit offsets are stored, so the decoder walks all
 blocks in lock-step (one numpy step per symbol position within a block) instead of one Python step per symbol.
 Codes are limited to ``MAX_CODE_LEN`` bits (Kraft-sum repair) so a window of the bitstream fits in 64 bits.
-A complete Huffman code decodes *any* bit string, so flipped payload bits are caught by the container's CRC;
-the decoder itself checks only that every block ends exactly at its stored bit count.
+A complete Huffman code decodes *any* bit string, so the container's CRC alone would let a flipped payload
+bit through if the CRC were recomputed (a tool that rewrites the file, a forger).  The body therefore also
+stores a CRC-32 of the tensor's dtype and *decoded* values (``bitstream.values_crc``), checked after decoding, and the decoder checks that every block ends exactly at its stored bit count.  Detected even with a
+recomputed container CRC: every single flipped payload bit and every error pattern the CRC-32 of the decoded
+values catches (dtype, shifted tables, every burst of up to 32 bits, the rest with probability 1 - 2^-32); a bit
+pattern that matches no code; a block whose codes end before or after its stored bit count.  Not detected:
+a forger who also recomputes the inner CRC (no checksum can stop that; sign the file instead).
+Declared sizes are bounded before anything is allocated: the symbol count by ``MAX_SYMBOLS`` and by the
+payload (every code is at least one bit), the block count by the bytes that hold the block lengths.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ import numpy as np
 import torch
 
 from .bitstream import (CorruptStreamError, SymbolTensor, alphabet_counts, as_symbols, open_body, pack_table,
-                        start_body, symbol_indices, unpack_table, uvarint, write_container)
+                        start_body, symbol_indices, unpack_table, uvarint, values_crc, write_container)
 
 __all__ = ["MAX_CODE_LEN", "huffman_code_lengths", "limit_code_lengths", "canonical_codes", "HuffmanCode",
            "huffman_encode", "huffman_decode"]
@@ -177,6 +185,7 @@ def huffman_encode(x: np.ndarray | torch.Tensor, code: HuffmanCode | None = None
     n = st.values.size
     body = start_body(st) + pack_table(code.symbols, code.lengths) + uvarint(block)
     if n:
+        body += values_crc(st.values, st.dtype).to_bytes(4, "little")
         for bb in np.add.reduceat(lens, np.arange(0, n, block)):  # bits per block
             body += uvarint(int(bb))
         body += _pack_bits(codes, lens)
@@ -197,11 +206,18 @@ def huffman_decode(data: bytes) -> np.ndarray:
         code = HuffmanCode.from_lengths(symbols, lengths)
     except ValueError as e:
         raise CorruptStreamError(f"bad code lengths: {e}") from e
+    block = min(block, n)  # one block holds everything: the same decoding, a grid of n (not `block`) cells
+    crc = int.from_bytes(r.take(4), "little")
     nblocks = -(-n // block)
+    if nblocks > len(r.data) - r.pos:  # each block length is a varint of at least one byte
+        raise CorruptStreamError(f"stream declares {nblocks} blocks but holds {len(r.data) - r.pos} bytes")
     block_bits = np.array([r.uvarint() for _ in range(nblocks)], np.int64)  # (B,)
     payload = r.take(len(r.data) - r.pos)
     if (int(block_bits.sum()) + 7) // 8 != len(payload):
         raise CorruptStreamError(f"payload of {len(payload)} bytes does not hold {int(block_bits.sum())} bits")
+    if n > 8 * len(payload) or (block_bits < np.minimum(block, n - block * np.arange(nblocks))).any():
+        raise CorruptStreamError(f"stream declares {n} symbols, more than its {8 * len(payload)} payload bits "
+                                 "can hold (every code is at least one bit)")
 
     # canonical decoding tables: left-aligned upper limits per length, index offsets, first codes
     lmax = int(lengths.max())
@@ -253,4 +269,6 @@ def huffman_decode(data: bytes) -> np.ndarray:
         pos[:k] = p + ln
     if (pos != end).any():
         raise CorruptStreamError("decoded bit count differs from the stored block lengths")
+    if values_crc(out[:n], dtype) != crc:
+        raise CorruptStreamError("checksum of the decoded symbols does not match: the payload is corrupt")
     return out[:n].astype(dtype).reshape(shape)

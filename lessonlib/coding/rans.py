@@ -11,9 +11,14 @@ The encoder runs backwards over the symbols; the decoder forwards.  Symbols ``i,
 ``i mod K``; the lanes run in lock-step as numpy vectors and share one word stream ordered the way the
 decoder consumes it (step ascending, lane ascending), so only the K final states are overhead (32 bits each).
 
-Stream body: dtype, shape | n | prob_bits | frequency table | lanes | final states (uint32) | words (uint16).
+Stream body: dtype, shape | n | prob_bits | frequency table | lanes | values CRC-32 | final states (uint32) |
+words (uint16).
 After decoding, every lane must be back at the initial state ``L`` with every word consumed: a built-in
-integrity check on top of the container's CRC.
+integrity check on top of the container's CRC.  It misses a few flips (a changed word can still end every
+lane at ``L``), so the body also stores a CRC-32 of the dtype and decoded values (``bitstream.values_crc``):
+with a recomputed container CRC, every single flipped bit in the body is still detected (tested).  Declared
+sizes are bounded before any allocation: the symbol count by ``MAX_SYMBOLS`` and by the information the
+words can carry, the words by the stream's length, the symbols per lane by ``MAX_STEPS``.
 """
 from __future__ import annotations
 
@@ -25,12 +30,13 @@ import numpy as np
 import torch
 
 from .bitstream import (CorruptStreamError, alphabet_counts, as_symbols, open_body, pack_table, start_body,
-                        symbol_indices, unpack_table, uvarint, write_container)
+                        symbol_indices, unpack_table, uvarint, values_crc, write_container)
 
-__all__ = ["RANS_L", "quantize_frequencies", "RansModel", "rans_encode", "rans_decode", "default_lanes",
+__all__ = ["RANS_L", "MAX_STEPS", "quantize_frequencies", "RansModel", "rans_encode", "rans_decode", "default_lanes",
            "default_steps"]
 
 RANS_L = 1 << 16  # lower bound of the normalised state interval
+MAX_STEPS = 1 << 20  # symbols per lane: bounds the decoder's sequential loop (the default lanes give <= 8192)
 _MAGIC = b"LLRA"
 _MAX_PROB_BITS = 16
 
@@ -119,9 +125,13 @@ def rans_encode(x: np.ndarray | torch.Tensor, model: RansModel | None = None, pr
     st = as_symbols(x)
     model = model if model is not None else (RansModel.from_data(st.values, prob_bits) if st.values.size else None)
     n = st.values.size
-    k = default_lanes(n) if lanes is None else int(lanes)
-    if k < 1:
-        raise ValueError(f"lanes={lanes} must be >= 1")
+    if lanes is not None:
+        from ..checks import positive_int
+        positive_int("lanes", lanes)
+    k = default_lanes(n) if lanes is None else lanes
+    if n and -(-n // k) > MAX_STEPS:
+        raise ValueError(f"lanes={lanes} gives {-(-n // k)} symbols per lane for {n} symbols, more than "
+                         f"MAX_STEPS={MAX_STEPS}; use at least {-(-n // MAX_STEPS)} lanes (or the default)")
     body = start_body(st)
     if model is None:  # empty tensor, no model given
         body += uvarint(0) + pack_table(np.zeros(0), np.zeros(0))
@@ -130,6 +140,7 @@ def rans_encode(x: np.ndarray | torch.Tensor, model: RansModel | None = None, pr
     body += uvarint(model.prob_bits) + pack_table(model.symbols, model.freqs) + uvarint(k)
     if n == 0:
         return write_container(_MAGIC, bytes(body))
+    body += values_crc(st.values, st.dtype).to_bytes(4, "little")
     pb = model.prob_bits
     freq, cum = model.freqs.astype(np.uint64), model.cum.astype(np.uint64)
     xmax_all = (((RANS_L >> pb) << 16) * freq)[idx]  # (N,) renormalise when x >= this
@@ -167,10 +178,18 @@ def rans_decode(data: bytes) -> np.ndarray:
     if n == 0:
         r.done()
         return np.zeros(shape, dtype)
-    if not 1 <= k <= n:
-        raise CorruptStreamError(f"bad lane count {k} for {n} symbols")
+    if not 1 <= k <= n or -(-n // k) > MAX_STEPS:
+        raise CorruptStreamError(f"bad lane count {k} for {n} symbols (at most {MAX_STEPS} symbols per lane)")
+    crc = int.from_bytes(r.take(4), "little")
     x = r.array("<u4", k).astype(np.uint64)  # (K,)
     nwords = r.uvarint()
+    if nwords > (len(r.data) - r.pos) // 2:
+        raise CorruptStreamError(f"stream declares {nwords} words but holds {len(r.data) - r.pos} bytes")
+    # every symbol costs at least log2(M / f_max) bits; the words and the K states' growth from 2^16 to 2^32
+    # carry at most 16 (nwords + K) bits (twice that, plus slack, allowed for rounding): a forged count fails here
+    min_bits = pb - math.log2(int(freqs.max()))
+    if n * min_bits > 2 * 16 * (nwords + k) + 64:
+        raise CorruptStreamError(f"stream declares {n} symbols, more than its {nwords} words can hold")
     words = r.array("<u2", nwords).astype(np.uint64)
     r.done()
     m = 1 << pb
@@ -197,4 +216,7 @@ def rans_decode(data: bytes) -> np.ndarray:
         x[:kt] = xs
     if ptr != nwords or (x != RANS_L).any():
         raise CorruptStreamError("rANS states did not return to their initial value: the stream is corrupt")
-    return symbols[out[:n]].astype(dtype).reshape(shape)
+    values = symbols[out[:n]]
+    if values_crc(values, dtype) != crc:
+        raise CorruptStreamError("checksum of the decoded symbols does not match: the stream is corrupt")
+    return values.astype(dtype).reshape(shape)
