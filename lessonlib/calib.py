@@ -334,7 +334,12 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
                 st = _StatsHooks({n: linears[n] for n in group}, stats, dev, share_inputs).run(block, hiddens, kw)
             if group:
                 protect(block)  # an open lessonlib.atomic.transaction can undo what compress changes
-                compress(i, block, st)
+                try:
+                    compress(i, block, st)
+                except (ValueError, TypeError) as e:
+                    if type(e) not in (ValueError, TypeError) or str(e).startswith("block "):
+                        raise
+                    raise type(e)(f"block {i} (layers {group}): {e}") from e  # name where it failed
         if i + 1 < len(blocks):
             hiddens = run_block(block, hiddens, kw)  # inputs of block i+1, from the compressed block
         block.to(home)

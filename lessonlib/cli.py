@@ -15,7 +15,15 @@ def _prepare(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .claims.runner import reproduce
+    from .claims.runner import _parse_only, reproduce
+    from .config import get_profile
+    try:  # refuse bad arguments before anything runs or any report is written
+        get_profile(args.profile, default="laptop")
+        if args.only is not None:
+            _parse_only(args.only, strict=True)
+    except ValueError as e:
+        print(f"lessonlib reproduce: error: {e}", file=sys.stderr)
+        return 2
     res = reproduce(profile=args.profile, only=args.only, out_dir=args.out, force=args.force)
     counts: dict[str, int] = {}
     for cid, r in res.items():

@@ -12,7 +12,7 @@ import torch
 
 from .checks import all_finite as _all_finite
 
-__all__ = ["prepare_layer", "damped_inverse"]
+__all__ = ["prepare_layer", "damped_inverse", "symmetrize", "SYM_QUIET", "SYM_WARN"]
 
 
 def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
@@ -23,6 +23,15 @@ def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
     invertible and the weight, which never mattered, is not spent on.  ``dtype`` is the working precision;
     by default float64 for a float64 weight, else float32.  Raises ValueError on wrong shapes or NaN/inf.
     An indefinite H is left to ``damped_inverse``, which raises the damping until it factorises.
+
+    Degenerate statistics (issue 23), decided here once for GPTQ, OBQ, SparseGPT and OBS:
+
+    * an all-zero H (or a zero diagonal: every input dead) means no calibration signal reached the layer;
+      compressing on it would zero the whole weight and report a loss of 0, so it raises ValueError;
+    * a non-symmetric H (X^T X is symmetric; only rounding or a bug makes it not) is measured as
+      a = ||H - H^T||_F / ||H||_F: a <= ``SYM_QUIET`` (float32 rounding) is symmetrised to (H + H^T) / 2
+      silently, a <= ``SYM_WARN`` is symmetrised with a RuntimeWarning, larger a raises ValueError (the
+      algorithms read only one triangle, so a badly asymmetric H would be silently half-ignored).
     """
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -38,9 +47,32 @@ def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
     W = weight.detach().to(dt).clone()  # (out, in)
     H = hessian.detach().to(W.device, dt).clone()  # (in, in)
     dead = torch.diag(H) == 0  # (in,)
+    if bool(dead.all()):
+        raise ValueError(f"hessian of shape {tuple(H.shape)} has an all-zero diagonal (every input channel dead): "
+                         "no calibration signal reached this layer; check the calibration batches and hooks")
+    H = symmetrize(H)
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     return W, H, dead
+
+
+SYM_QUIET = 1e-5  # relative asymmetry that float32 accumulation can produce: symmetrised silently
+SYM_WARN = 1e-2  # up to this, symmetrised with a warning; beyond, refused
+
+
+def symmetrize(H: torch.Tensor) -> torch.Tensor:
+    """``(H + H^T) / 2`` for a nearly symmetric H (in, in); see ``prepare_layer`` for the thresholds."""
+    D = H - H.t()
+    if not bool(D.any()):
+        return H
+    a = float(torch.linalg.matrix_norm(D.double()) / torch.linalg.matrix_norm(H.double()).clamp_min(1e-300))
+    if a > SYM_WARN:
+        raise ValueError(f"hessian is not symmetric: ||H - H^T|| / ||H|| = {a:.3g} > {SYM_WARN:g} "
+                         "(a Hessian X^T X is symmetric; build it with lessonlib.calib.HessianStats)")
+    if a > SYM_QUIET:
+        warnings.warn(f"hessian is slightly asymmetric (||H - H^T|| / ||H|| = {a:.3g}); using (H + H^T) / 2",
+                      RuntimeWarning, stacklevel=3)
+    return (H + H.t()) / 2
 
 
 def _lower_inverse(M: torch.Tensor, eye: torch.Tensor, n_blocks: int = 4) -> torch.Tensor:

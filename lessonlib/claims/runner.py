@@ -12,10 +12,12 @@ import shutil
 import subprocess
 import time
 import traceback
+import warnings
 
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import short
 from ..config import cache_dir, get_profile, progress_disabled
 from . import CATALOG, Context, Outcome, registry, rules
 from .rules import Verdict
@@ -111,14 +113,72 @@ def _outcome_from_json(d: dict) -> Outcome:
                    figure=d.get("figure"), seconds=d.get("seconds", 0.0), details=d.get("details", {}))
 
 
-def _parse_only(only) -> list[str] | None:
-    if not only:
+def _parse_only(only, strict: bool = False) -> list[str] | None:
+    """Claim ids from ``"C12,C21"`` or a list; ``None`` (or ``""`` unless ``strict``) means all.  A selection
+    that names no id (``","``) or an unknown id raises ValueError, so a typo never writes an empty ledger."""
+    if only is None or (not strict and isinstance(only, (str, list, tuple)) and len(only) == 0):
         return None
-    ids = [s.strip().upper() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+    if not isinstance(only, (str, list, tuple)):
+        raise TypeError(f"only={short(only)} must be a comma-separated string or a list of claim ids")
+    items = only.split(",") if isinstance(only, str) else list(only)
+    if not all(isinstance(i, str) for i in items):
+        raise TypeError(f"only={short(only)} must hold claim id strings")
+    ids = [s.strip().upper() for s in items if s.strip()]
+    if not ids:
+        raise ValueError(f"--only {short(only)} names no claim id; give ids like C12,C21 (valid: C01-C41)")
     bad = [i for i in ids if i not in CATALOG]
     if bad:
-        raise ValueError(f"unknown claim ids {bad}; valid ids are C01-C41")
+        raise ValueError(f"unknown claim ids {short(bad)}; valid ids are {min(CATALOG)}-{max(CATALOG)}")
     return ids
+
+
+_ENTRY_KEYS = {"measured": dict, "verdict": dict, "summary": str}
+
+
+def _load_cached(path: str, cid: str) -> dict | None:
+    """A cached outcome, validated entry by entry; ``None`` (with a warning naming the file) when it is unusable:
+    not JSON, missing keys, wrong types, or a figure path that would leave the report folder."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return _bad_entry(path, cid, f"unreadable ({type(e).__name__}: {short(str(e), 120)})")
+    if not isinstance(d, dict):
+        return _bad_entry(path, cid, f"holds a {type(d).__name__}, not an object")
+    for k, t in _ENTRY_KEYS.items():
+        if not isinstance(d.get(k), t):
+            return _bad_entry(path, cid, f"key {k!r} is missing or not a {t.__name__}")
+    v = d["verdict"]
+    if not all(isinstance(v.get(k), str) for k in ("status", "rule", "label")):
+        return _bad_entry(path, cid, "verdict needs string 'status', 'rule' and 'label'")
+    if v["status"] == "error":
+        return _bad_entry(path, cid, "caches an error (never written by this runner)")
+    if not isinstance(d.get("seconds", 0.0), (int, float)) or isinstance(d.get("seconds"), bool):
+        return _bad_entry(path, cid, "seconds is not a number")
+    for k in ("details", "computed"):
+        if k in d and not isinstance(d[k], dict):
+            return _bad_entry(path, cid, f"{k} is not an object")
+    fig = d.get("figure")
+    if fig is not None and _safe_figure(fig) is None:
+        return _bad_entry(path, cid, f"figure={short(fig)} is not a relative path inside the report folder")
+    return d
+
+
+def _bad_entry(path: str, cid: str, why: str) -> None:
+    warnings.warn(f"claims cache {path}: {why}; re-measuring {cid}", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _safe_figure(fig) -> str | None:
+    """``fig`` if it is a relative path that stays inside the report folder (no absolute path, no ``..``)."""
+    if not isinstance(fig, str) or not fig or len(fig) > 255 or "\0" in fig:
+        return None
+    if os.path.isabs(fig) or fig.startswith(("/", "\\")) or (len(fig) > 1 and fig[1] == ":"):
+        return None
+    parts = fig.replace("\\", "/").split("/")
+    if any(p in ("..", "") for p in parts):
+        return None
+    return fig
 
 
 def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = False,
@@ -144,9 +204,9 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         fingerprint = code_fingerprint(exps[cid])  # one walk of the import closure per claim
         key = config_key(cid, exps[cid], prof, fingerprint)
         path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
-        if use_cache and not force and os.path.exists(path):
-            with open(path) as f:
-                results[cid] = json.load(f)
+        cached = _load_cached(path, cid) if use_cache and not force and os.path.exists(path) else None
+        if cached is not None:
+            results[cid] = cached
             results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown"})
             results[cid]["computed"]["cached"] = True
             results[cid]["computed"]["current"] = results[cid]["computed"].get("library") == fingerprint
@@ -179,6 +239,8 @@ def _figure_copy(cache_json: str) -> str:
 def _keep_figure(result: dict, cache_json: str, out_dir: str) -> None:
     """Copy a fresh outcome's figure next to its cache entry, so a later report can show it again."""
     fig = result.get("figure")
+    if fig and _safe_figure(fig) is None:
+        raise ValueError(f"figure={short(fig)} must be a relative path inside the report folder {out_dir!r}")
     if fig and os.path.exists(os.path.join(out_dir, fig)):
         shutil.copyfile(os.path.join(out_dir, fig), _figure_copy(cache_json))
 
@@ -187,6 +249,9 @@ def _restore_figure(result: dict, cache_json: str, out_dir: str) -> None:
     """Put a cached outcome's figure back into this report's folder; drop the link if it was not kept."""
     fig = result.get("figure")
     if not fig:
+        return
+    if _safe_figure(fig) is None:  # _load_cached refuses these; never write outside out_dir
+        result["figure"] = None
         return
     dst = os.path.join(out_dir, fig)
     if os.path.exists(_figure_copy(cache_json)):

@@ -18,10 +18,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..checks import short
+
 __all__ = ["Stage", "Recipe", "STAGES", "SCENARIOS", "ARCH_STAGES", "load_recipe", "validate_recipe",
            "parse_nm"]
 
 SCENARIOS = ("cloud", "edge", "realtime", "mobile", "custom")
+MAX_RECIPE_BYTES = 64 * 1024  # a recipe file is a few hundred bytes; anything larger is refused unread
+MAX_RECIPE_NODES = 10_000  # YAML nodes after alias expansion ("billion laughs" stops here, before construction)
 
 
 # ----------------------------------------------------------------------------- parameter checks
@@ -67,7 +71,7 @@ def parse_nm(nm: str | None) -> tuple[int, int]:
         return 0, 0
     parts = str(nm).split(":") if isinstance(nm, str) else []
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"nm={nm!r} must look like 'N:M' (e.g. '2:4'), or be omitted")
+        raise ValueError(f"nm={short(nm)} must look like 'N:M' (e.g. '2:4'), or be omitted")
     n, m = int(parts[0]), int(parts[1])
     if not 0 < n < m:
         raise ValueError(f"nm={nm!r}: need 0 < N < M")
@@ -150,26 +154,26 @@ class Recipe:
 def _stage(i: int, raw: Any) -> Stage:
     where = f"stage {i}"
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: {raw!r} must be a mapping with 'stage' and 'method' keys")
+        raise ValueError(f"{where}: {short(raw)} must be a mapping with 'stage' and 'method' keys")
     raw = dict(raw)
     kind = raw.pop("stage", None)
     if kind not in STAGES:
-        raise ValueError(f"{where}: unknown stage {kind!r}; allowed {sorted(STAGES)}")
+        raise ValueError(f"{where}: unknown stage {short(kind)}; allowed {sorted(STAGES)}")
     methods = STAGES[kind]
     method = raw.pop("method", None)
     if method is None and len(methods) == 1:
         method = next(iter(methods))
     if method not in methods:
-        raise ValueError(f"{where} ({kind}): unknown method {method!r}; allowed {sorted(methods)}")
+        raise ValueError(f"{where} ({kind}): unknown method {short(method)}; allowed {sorted(methods)}")
     spec = methods[method]
     unknown = sorted(set(raw) - set(spec))
     if unknown:
-        raise ValueError(f"{where} ({kind}/{method}): unknown parameter(s) {unknown}; allowed {sorted(spec)}")
+        raise ValueError(f"{where} ({kind}/{method}): unknown parameter(s) {short(unknown)}; allowed {sorted(spec)}")
     params = {}
     for name, p in spec.items():  # (no parameter may be called "stage" or "method": as_dict() would clash)
         v = raw.get(name, p.default)
         if not p.check(v):
-            raise ValueError(f"{where} ({kind}/{method}): {name}={v!r} is not allowed; use {p.allowed}")
+            raise ValueError(f"{where} ({kind}/{method}): {name}={short(v)} is not allowed; use {p.allowed}")
         params[name] = v
     if kind == "distill" and params["every"] is not None and params["n_blocks"] is not None:
         raise ValueError(f"{where} (distill): give every= or n_blocks=, not both")
@@ -209,16 +213,20 @@ def validate_recipe(recipe: dict | list | Recipe) -> Recipe:
                          f"{type(recipe).__name__}")
     extra = sorted(set(recipe) - {"name", "scenario", "description", "stages"})
     if extra:
-        raise ValueError(f"unknown recipe key(s) {extra}; allowed ['description', 'name', 'scenario', 'stages']")
+        raise ValueError(f"unknown recipe key(s) {short(extra)}; allowed ['description', 'name', 'scenario', 'stages']")
     stages = recipe.get("stages")
     if not isinstance(stages, list) or not stages:
-        raise ValueError(f"'stages' must be a non-empty list, got {stages!r}")
+        raise ValueError(f"'stages' must be a non-empty list, got {short(stages)}")
     scenario = recipe.get("scenario", "custom")
     if scenario not in SCENARIOS:
-        raise ValueError(f"scenario={scenario!r} is not allowed; use one of {list(SCENARIOS)}")
+        raise ValueError(f"scenario={short(scenario)} is not allowed; use one of {list(SCENARIOS)}")
     parsed = [_stage(i, s) for i, s in enumerate(stages)]
     _check_order(parsed)
-    return Recipe(str(recipe.get("name", "custom")), tuple(parsed), scenario, str(recipe.get("description", "")))
+    name, desc = recipe.get("name", "custom"), recipe.get("description", "")
+    for key, v in (("name", name), ("description", desc)):
+        if not isinstance(v, (str, int, float)) or len(str(v)) > 1000:
+            raise ValueError(f"recipe {key}={short(v)} must be a string of at most 1000 characters")
+    return Recipe(str(name), tuple(parsed), scenario, str(desc))
 
 
 def recipes_dir() -> str:
@@ -236,13 +244,71 @@ def load_recipe(source: str | dict | list | Recipe) -> Recipe:
     if not os.path.exists(path):
         shipped = os.path.join(recipes_dir(), f"{source}.yaml")
         if not os.path.exists(shipped):
-            raise ValueError(f"recipe {source!r} is neither a file nor a shipped recipe; shipped: "
+            raise ValueError(f"recipe {short(source)} is neither a file nor a shipped recipe; shipped: "
                              f"{sorted(f[:-5] for f in os.listdir(recipes_dir()) if f.endswith('.yaml'))}")
         path = shipped
-    import yaml
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    data = read_yaml(path)
     try:
         return validate_recipe(data)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def _expanded_size(node, memo: dict[int, int], limit: int) -> int:
+    """Number of YAML nodes once every alias is expanded (memoised per node, so the walk stays small)."""
+    key = id(node)
+    if key in memo:
+        if memo[key] < 0:
+            raise ValueError("recursive YAML alias (a node that contains itself)")
+        return memo[key]
+    memo[key] = -1
+    value = node.value
+    children = []
+    if isinstance(value, list):
+        for item in value:
+            children.extend(item if isinstance(item, tuple) else (item,))
+    total = 1
+    for c in children:
+        total += _expanded_size(c, memo, limit)
+        if total > limit:
+            break
+    memo[key] = total
+    return total
+
+
+def read_yaml(path: str, max_bytes: int = MAX_RECIPE_BYTES, max_nodes: int = MAX_RECIPE_NODES) -> Any:
+    """Safely parse a small YAML file: at most ``max_bytes`` bytes and ``max_nodes`` nodes after alias expansion.
+
+    A size or alias bomb raises ``ValueError`` naming the file before any large object is built; so does a
+    file that is not valid YAML or not UTF-8.
+    """
+    import yaml
+
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise ValueError(f"{path}: recipe file of {size} bytes is larger than the limit of {max_bytes} bytes")
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the recipe file ({e.strerror or e})") from e
+    if len(raw) > max_bytes:
+        raise ValueError(f"{path}: recipe file is larger than the limit of {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: a recipe must be UTF-8 text ({e.reason} at byte {e.start})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        n = _expanded_size(node, {}, max_nodes)
+        if n > max_nodes:
+            raise ValueError(f"{path}: the recipe expands to more than {max_nodes} YAML nodes (nested aliases?); "
+                             "refusing to build it")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {short(str(e), 300)}") from None
+    finally:
+        loader.dispose()
