@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from .atomic import protect
 from .config import progress_disabled
-from .models import block_linears, decoder_blocks, get_weight, resolve_device
+from .checks import all_finite
+from .models import block_linears, decoder_blocks, get_weight, max_positions, resolve_device
 
 __all__ = ["Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
-           "run_block", "run_sequential", "SequentialReport"]
+           "run_block", "run_sequential", "SequentialReport", "check_token_batches"]
 
 
 class Stats(Protocol):
@@ -151,6 +152,25 @@ class _Stop(Exception):
     pass
 
 
+def check_token_batches(model: nn.Module, batches: torch.Tensor, what: str = "calibration batches") -> None:
+    """``batches`` must be a non-empty (N, T) integer tensor whose ids are in the model's vocabulary and whose
+    length T fits its context (``config.max_position_embeddings``); raises ValueError/TypeError saying which."""
+    if not isinstance(batches, torch.Tensor):
+        raise TypeError(f"{what} must be a (N, T) LongTensor of token ids, got {type(batches).__name__}")
+    if batches.dim() != 2 or batches.shape[0] == 0 or batches.shape[1] == 0:
+        raise ValueError(f"{what} must be a non-empty (N, T) token tensor, got {tuple(batches.shape)}")
+    if batches.is_floating_point() or batches.dtype == torch.bool or batches.is_complex():
+        raise TypeError(f"{what} must hold integer token ids, got dtype {batches.dtype}")
+    ctx = max_positions(model) if getattr(model, "config", None) is not None else None
+    if ctx and batches.shape[1] > ctx:
+        raise ValueError(f"{what} of {batches.shape[1]} tokens are longer than the model's context of {ctx} "
+                         "positions (config.max_position_embeddings); use a shorter seqlen")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    lo, hi = int(batches.min()), int(batches.max())
+    if lo < 0 or (isinstance(vocab, int) and hi >= vocab):
+        raise ValueError(f"{what} hold token ids in [{lo}, {hi}], outside the vocabulary 0..{vocab - 1 if vocab else '?'}")
+
+
 def _move_outside_blocks(model: nn.Module, blocks: nn.ModuleList, device: torch.device) -> dict:
     """Move every parameter/buffer not inside ``blocks`` to ``device``; return what to restore."""
     inside = {id(t) for t in list(blocks.parameters()) + list(blocks.buffers())}
@@ -182,8 +202,7 @@ def capture_block_inputs(model: nn.Module, batches: torch.Tensor, device: torch.
     ``hiddens`` is a list of (1, T, C) tensors; ``kwargs`` (attention mask, position ids, rotary
     embeddings, ...) are what the model passed to its blocks, identical for every sequence of length T.
     """
-    if batches.dim() != 2 or batches.shape[0] == 0:
-        raise ValueError(f"calibration batches must be a non-empty (N, T) token tensor, got {tuple(batches.shape)}")
+    check_token_batches(model, batches)
     dev = resolve_device(device)
     blocks = decoder_blocks(model)
     moved = _move_outside_blocks(model, blocks, dev)
@@ -254,6 +273,9 @@ class _StatsHooks:
     def _hook(self, name: str):
         def hook(_mod, args):
             x = args[0]  # the caller's tensor object itself (``detach()`` would make a new one each call)
+            if not all_finite(x):
+                raise ValueError(f"the input of layer {name!r} has {int((~torch.isfinite(x)).sum())} non-finite "
+                                 "entries (NaN or inf): the statistics would be garbage; check the model and batches")
             self.calls[name] = self.calls.get(name, 0) + 1
             if name in self.alias:
                 if self.last.get(self.alias[name]) is not x:

@@ -29,6 +29,7 @@ import torch
 
 from .config import get_profile
 from .models import asset_dir
+from .checks import integer
 
 __all__ = ["CORPORA", "load_text", "encode", "eval_tokens", "calibration_batches", "load_reviews",
            "load_mnist5k", "load_wikitext2", "load_c4", "windows"]
@@ -82,8 +83,8 @@ def eval_tokens(tokenizer, corpus: str = "speeches", split: str = "eval", path: 
 
 def windows(tokens: torch.Tensor, seqlen: int, max_windows: int = 0) -> torch.Tensor:
     """Non-overlapping windows of ``seqlen`` tokens, (W, seqlen); the tail that does not fill one is dropped."""
-    if seqlen < 2:
-        raise ValueError(f"seqlen={seqlen} is too short; need at least 2 tokens per window")
+    integer("seqlen", seqlen, lo=2, where="tokens per window")
+    integer("max_windows", max_windows, lo=0, where="0 means all")
     n = tokens.numel() // seqlen
     if n == 0:
         raise ValueError(f"the corpus has {tokens.numel()} tokens, fewer than one window of seqlen={seqlen}")
@@ -104,10 +105,8 @@ def calibration_batches(tokenizer, corpus: str = "speeches", n: int | None = Non
     prof = get_profile(profile)
     n = prof.calib_samples if n is None else n
     seqlen = prof.calib_seqlen if seqlen is None else seqlen
-    if n <= 0:
-        raise ValueError(f"n={n} calibration sequences: need at least 1")
-    if seqlen < 2:
-        raise ValueError(f"seqlen={seqlen} is too short; need at least 2 tokens")
+    integer("n", n, lo=1, where="calibration sequences")
+    integer("seqlen", seqlen, lo=2, where="tokens per calibration sequence")
     rng = random.Random(seed)
     if corpus == "c4":  # GPTQ protocol: a random document longer than seqlen, then a random window in it
         docs, out = load_c4("train", path=path), []

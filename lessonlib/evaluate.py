@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .config import get_profile, progress_disabled
 from .data import eval_tokens, windows
 from .models import max_positions
+from .checks import positive_int
 
 __all__ = [
     "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "perplexity_from_window_nlls",
@@ -132,6 +133,10 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
     prof = get_profile(profile)
     seqlen = prof.seqlen if seqlen is None else seqlen
     max_windows = prof.eval_windows if max_windows is None else max_windows
+    from .checks import integer
+    integer("seqlen", seqlen, lo=2, where="tokens per perplexity window")
+    integer("max_windows", max_windows, lo=0, where="0 means all")
+    integer("batch_size", batch_size, lo=1, where="windows per forward")
     if seqlen > max_positions(model):
         raise ValueError(f"seqlen={seqlen} exceeds the model's maximum of {max_positions(model)} positions")
     if tokens is None:
@@ -320,8 +325,15 @@ def bigram_perplexity(train: torch.Tensor, test: torch.Tensor, vocab_size: int, 
     """
     if not 0 <= lam < 1:
         raise ValueError(f"lam={lam} must be in [0, 1)")
+    positive_int("vocab_size", vocab_size, where="bigram_perplexity")
     if train.numel() < 2 or test.numel() < 2:
         raise ValueError("need at least two train and two test tokens")
+    for name, t in (("train", train), ("test", test)):
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {t.dtype}")
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{name} token ids span [{lo}, {hi}], outside the vocabulary 0..{vocab_size - 1}")
     tr, te = train.long().cpu(), test.long().cpu()
     uni = torch.bincount(tr, minlength=vocab_size).double()  # (V,)
     p_uni = (uni + 1) / (uni.sum() + vocab_size)

@@ -26,6 +26,7 @@ from ..evaluate import perplexity
 from ..models import decoder_blocks
 from .ffn import _as_index, _check_batches
 from ..atomic import atomic
+from ..checks import finite, integer
 
 __all__ = ["block_influence", "block_influences", "lowest_influence_blocks", "remove_blocks", "without_blocks",
            "skip_one_scan", "layer_drop_schedule"]
@@ -39,6 +40,8 @@ def block_influence(h_in: torch.Tensor, h_out: torch.Tensor) -> float:
     """
     if h_in.shape != h_out.shape or h_in.dim() < 1:
         raise ValueError(f"h_in {tuple(h_in.shape)} and h_out {tuple(h_out.shape)} must have the same (..., C) shape")
+    finite("h_in", h_in, where="block_influence")
+    finite("h_out", h_out, where="block_influence")
     # BEGIN SOLUTION
     a = h_in.reshape(-1, h_in.shape[-1]).double()  # (tokens, C)
     b = h_out.reshape(-1, h_out.shape[-1]).double()  # (tokens, C)
@@ -63,13 +66,18 @@ def block_influences(model: nn.Module, batches: torch.Tensor, device: str | torc
         block.to(dev)
         nxt = run_block(block, hiddens, kw)
         block.to(home)
-        out.append(block_influence(torch.cat(hiddens, 1), torch.cat(nxt, 1)))
+        try:
+            out.append(block_influence(torch.cat(hiddens, 1), torch.cat(nxt, 1)))
+        except ValueError as e:
+            raise ValueError(f"block {len(out)}: {e}") from e
         hiddens = nxt
     return out
 
 
 def lowest_influence_blocks(scores: list[float], n: int) -> list[int]:
     """Indices of the ``n`` lowest scores (ties: lower index first), sorted; ``0 <= n < len(scores)``."""
+    integer("n", n, where="lowest_influence_blocks")
+    finite("scores", [float(x) for x in scores], where="lowest_influence_blocks")
     if not 0 <= n < len(scores):
         raise ValueError(f"n={n} blocks to remove must lie in 0..{len(scores) - 1} (at least one block stays)")
     order = torch.argsort(torch.tensor(scores, dtype=torch.float64), stable=True)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..config import progress_disabled
 from ..models import LayoutError, decoder_blocks, encoder_blocks, model_family
 from ..atomic import atomic
+from ..checks import finite, short
 
 __all__ = ["arch_kind", "arch_blocks", "shrink_linear", "linear_from", "lm_loss", "shrink_ffn_tensors", "weight_norm_scores",
            "ffn_modules", "ffn_neuron_scores", "keep_top_neurons", "prune_ffn_neurons", "FFN_METHODS"]
@@ -143,6 +144,11 @@ def weight_norm_scores(w_in: list[torch.Tensor], w_out: torch.Tensor) -> torch.T
 
 def keep_top_neurons(scores: torch.Tensor, keep: int | float) -> torch.Tensor:
     """Sorted indices of the ``keep`` highest scores (an int count, or a float fraction in (0, 1])."""
+    if not isinstance(scores, torch.Tensor) or scores.numel() == 0:
+        raise ValueError(f"scores must be a non-empty tensor, got {short(scores)}")
+    finite("scores", scores, where="keep_top_neurons")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+        raise TypeError(f"keep={short(keep)} must be an int count or a float fraction in (0, 1]")
     n = scores.numel()
     k = int(round(keep * n)) if isinstance(keep, float) else int(keep)
     if isinstance(keep, float) and not 0 < keep <= 1:

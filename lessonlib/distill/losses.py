@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..checks import finite
 
 __all__ = ["check_temperature", "check_alpha", "flatten_logits", "kd_kl", "distillation_loss",
            "softened_entropy", "hidden_state_loss", "FeatureDistiller", "attention_distillation_loss"]
@@ -62,6 +63,8 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor) -> None:
     if tuple(student.shape) != tuple(teacher.shape):
         raise ValueError(f"student logits {tuple(student.shape)} and teacher logits {tuple(teacher.shape)} "
                          "must have the same shape")
+    finite("student logits", student.detach())
+    finite("teacher logits", teacher.detach())
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0,

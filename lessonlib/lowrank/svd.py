@@ -23,6 +23,7 @@ from torch import nn
 
 from ..models import block_linears, decoder_blocks, get_weight
 from ..atomic import atomic
+from ..checks import finite, fraction, short
 
 __all__ = ["svd_split", "factorize_linear", "low_rank_linear", "rank_from_energy", "rank_from_knee",
            "whitened_svd_split", "asvd_split", "lowrank_params", "breakeven_rank", "lowrank_model",
@@ -82,8 +83,11 @@ def factorize_linear(linear: nn.Module, rank: int, xtx: torch.Tensor | None = No
 
 def rank_from_energy(s: torch.Tensor, energy: float) -> int:
     """Smallest r with sum_{i<r} s_i^2 >= ``energy`` * sum s_i^2 (s sorted descending, as from SVD)."""
-    if not 0 < energy <= 1:
-        raise ValueError(f"energy={energy} is outside (0, 1]")
+    fraction("energy", energy, lo_open=True, hi_open=False, where="rank_from_energy")
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"singular values must be a tensor, got {short(s)}")
+    if s.dim() == 1 and s.numel():
+        finite("singular values", s, where="rank_from_energy")
     if s.dim() != 1 or s.numel() == 0 or (s < 0).any():
         raise ValueError("singular values must be a non-empty 1-D tensor of non-negative values")
     e = s.double() ** 2

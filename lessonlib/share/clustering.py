@@ -19,6 +19,7 @@ from torch import nn
 
 from lessonlib.coding.bitstream import pack_fixed_width, unpack_fixed_width
 from ..atomic import atomic
+from ..checks import finite, nonneg_int, positive_int
 
 __all__ = ["lloyd_step", "kmeans_1d", "ClusteredWeight", "cluster_weight", "centroid_gradients", "cluster_model",
            "index_bits"]
@@ -64,8 +65,9 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30, init: str = "linear
     v = values.detach().reshape(-1).to(torch.float64)  # (n,)
     if v.numel() == 0:
         raise ValueError("cannot cluster an empty set of values")
-    if k < 1 or iters < 0:
-        raise ValueError(f"k={k} must be >= 1 and iters={iters} >= 0")
+    positive_int("k", k, where="kmeans_1d clusters")
+    nonneg_int("iters", iters, where="kmeans_1d")
+    finite("values", v, where="kmeans_1d")
     if not torch.isfinite(v).all():
         raise ValueError("values contain NaN or inf")
     lo, hi = v.min(), v.max()
@@ -126,6 +128,7 @@ def cluster_weight(w: torch.Tensor, k: int, iters: int = 30, keep_zero: bool = T
     With ``keep_zero`` (for pruned weights) codebook entry 0 is exactly 0.0 for the pruned positions and the
     nonzero weights share the other ``k - 1`` centroids, so pruning survives clustering.
     """
+    positive_int("k", k, where="cluster_weight clusters")
     if k < 2 and keep_zero:
         raise ValueError(f"k={k}: keep_zero needs k >= 2 (one entry is the exact zero)")
     w = w.detach().float()
