@@ -15,11 +15,14 @@ blocks in lock-step (one numpy step per symbol position within a block) instead 
 Codes are limited to ``MAX_CODE_LEN`` bits (Kraft-sum repair) so a window of the bitstream fits in 64 bits.
 A complete Huffman code decodes *any* bit string, so the container's CRC alone would let a flipped payload
 bit through if the CRC were recomputed (a tool that rewrites the file, a forger).  The body therefore also
-stores a CRC-32 of the tensor's dtype and *decoded* values (``bitstream.values_crc``), checked after decoding, and the decoder checks that every block ends exactly at its stored bit count.  Detected even with a
-recomputed container CRC: every single flipped payload bit and every error pattern the CRC-32 of the decoded
-values catches (dtype, shifted tables, every burst of up to 32 bits, the rest with probability 1 - 2^-32); a bit
-pattern that matches no code; a block whose codes end before or after its stored bit count.  Not detected:
-a forger who also recomputes the inner CRC (no checksum can stop that; sign the file instead).
+stores a CRC-32 of the tensor's dtype and *decoded* values (``bitstream.values_crc``), checked after
+decoding, and the decoder checks that every block ends exactly at its stored bit count.
+
+Detected even with a recomputed container CRC: every single flipped bit that changes the decoded tensor
+(flips that do not, such as the last byte's padding, are harmless; tested over every bit of a stream), every
+error the values' CRC-32 catches (a changed dtype, a shifted table, any burst of up to 32 bits; anything else
+with probability 1 - 2^-32), a bit pattern that matches no code, and a block whose codes end before or after
+its stored bit count.  Not detected: a forger who also recomputes the inner CRC (no checksum can stop that).
 Declared sizes are bounded before anything is allocated: the symbol count by ``MAX_SYMBOLS`` and by the
 payload (every code is at least one bit), the block count by the bytes that hold the block lengths.
 """
