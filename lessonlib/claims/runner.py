@@ -217,6 +217,8 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
             o = exps[cid](ctx)
             if not isinstance(o, Outcome):
                 raise TypeError(f"experiment {cid} returned {type(o).__name__}, not Outcome")
+            if o.figure is not None and _safe_figure(o.figure) is None:
+                raise ValueError(f"figure={short(o.figure)} must be a relative path inside the report folder")
         except Exception as e:  # report it, keep going
             o = Outcome(measured={}, verdict=Verdict("error", f"{type(e).__name__}: {e}"),
                         summary="the experiment raised", details={"traceback": traceback.format_exc()[-4000:]})
@@ -239,9 +241,7 @@ def _figure_copy(cache_json: str) -> str:
 def _keep_figure(result: dict, cache_json: str, out_dir: str) -> None:
     """Copy a fresh outcome's figure next to its cache entry, so a later report can show it again."""
     fig = result.get("figure")
-    if fig and _safe_figure(fig) is None:
-        raise ValueError(f"figure={short(fig)} must be a relative path inside the report folder {out_dir!r}")
-    if fig and os.path.exists(os.path.join(out_dir, fig)):
+    if fig and _safe_figure(fig) is not None and os.path.exists(os.path.join(out_dir, fig)):
         shutil.copyfile(os.path.join(out_dir, fig), _figure_copy(cache_json))
 
 

@@ -17,9 +17,9 @@ After decoding, every lane must be back at the initial state ``L`` with every wo
 integrity check on top of the container's CRC.  It misses a few flips (a changed word can still end every
 lane at ``L``), so the body also stores a CRC-32 of the dtype and decoded values (``bitstream.values_crc``):
 with a recomputed container CRC, every single flipped bit that changes the decoded tensor is still detected
-(tested over every bit of a stream).  Declared
-sizes are bounded before any allocation: the symbol count by ``MAX_SYMBOLS`` and by the information the
-words can carry, the words by the stream's length, the symbols per lane by ``MAX_STEPS``.
+(tested over every bit of a stream).  Declared sizes are bounded before any allocation: the symbol count by
+``MAX_SYMBOLS`` and by the information the words can carry, the words by the stream's length, the symbols
+per lane by ``MAX_STEPS``.
 """
 from __future__ import annotations
 
