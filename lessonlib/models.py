@@ -165,8 +165,6 @@ def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: i
     ``task=None`` gives the bare encoder (``AutoModel``); ``task="classification"`` adds a freshly
     initialised sequence-classification head with ``num_labels`` outputs (seeded by the caller).
     """
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
     if task not in (None, "classification"):
         raise ValueError(f"unknown task {task!r}; choose None or 'classification'")
     if task == "classification":
@@ -174,6 +172,8 @@ def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: i
         integer("num_labels", num_labels, lo=1, where="load_encoder classification head")
     if not isinstance(name, str):
         raise TypeError(f"encoder name must be a string, got {type(name).__name__}")
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
     if name in EMBEDDED_ENCODERS:
         a = EMBEDDED_ENCODERS[name]
         path = os.path.join(asset_dir(a.module, a.package), a.relpath)

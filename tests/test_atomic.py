@@ -69,7 +69,7 @@ def assert_same(a: dict, b: dict) -> None:
         assert torch.equal(ta, tb), k
 
 
-def calib(n: int = 4, t: int = 16) -> torch.Tensor:
+def calib(n: int = 2, t: int = 12) -> torch.Tensor:
     return torch.randint(0, 256, (n, t), generator=torch.Generator().manual_seed(1))
 
 

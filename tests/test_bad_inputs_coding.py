@@ -83,7 +83,8 @@ def test_coding_bad_input(call, exc, needle):
 def _every_flip_detected(encode, decode) -> None:
     """Every single flipped body bit, with the container CRC recomputed, raises CorruptStreamError or leaves the
     decoded tensor identical (padding bits of the last byte; a block size that still covers the tensor)."""
-    s = encode(X)
+    x = X[:4, :12]
+    s = encode(x)
     body = s[_HEADER.size:]
     missed = []
     for i in range(len(body)):
@@ -94,7 +95,7 @@ def _every_flip_detected(encode, decode) -> None:
                 y = decode(_recrc(s, bytes(bb)))
             except CorruptStreamError:
                 continue
-            if y.dtype != X.dtype or y.shape != X.shape or not np.array_equal(y, X):
+            if y.dtype != x.dtype or y.shape != x.shape or not np.array_equal(y, x):
                 missed.append((i, b, y.dtype))
     assert missed == []
 

@@ -94,6 +94,8 @@ def fake_c40(monkeypatch, tmp_path):
         return Outcome({"x": 1.0}, rules.at_most(1.0, 2.0, "x"), "fake")
 
     monkeypatch.setitem(cl._REGISTRY, "C40", c40)
+    monkeypatch.setattr(runner, "code_fingerprint", lambda fn: "fingerprint")  # these tests are about the cache
+    monkeypatch.setattr(runner, "_git_commit", lambda: "test")
     return calls
 
 
