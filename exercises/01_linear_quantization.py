@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lessonlib.checks import all_finite
+
 
 @dataclass(frozen=True)
 class QuantScheme:
@@ -31,15 +33,20 @@ class QuantScheme:
     int_zero: bool = False  # asymmetric: integer zero point on a range widened to include 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int):
+            raise TypeError(f"bits={self.bits!r} must be an int in 2..8 (got {type(self.bits).__name__})")
+        if not 2 <= self.bits <= 8:
             raise ValueError(f"bits={self.bits!r} is outside 2..8")
-        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < -1:
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
+            raise TypeError(f"group_size={self.group_size!r} must be an int: 0 (per-tensor), -1 (per output "
+                            f"channel) or a positive group size (got {type(self.group_size).__name__})")
+        if self.group_size < -1:
             raise ValueError(f"group_size={self.group_size!r} is not allowed; use 0 (per-tensor), "
                              "-1 (per output channel) or a positive group size")
         if not isinstance(self.sym, bool):
-            raise ValueError(f"sym={self.sym!r} must be a bool")
+            raise TypeError(f"sym={self.sym!r} must be a bool")
         if not isinstance(self.int_zero, bool):
-            raise ValueError(f"int_zero={self.int_zero!r} must be a bool")
+            raise TypeError(f"int_zero={self.int_zero!r} must be a bool")
         if self.int_zero and self.sym:
             raise ValueError("int_zero=True is for asymmetric grids; a symmetric grid's zero point is always 0")
 
@@ -63,12 +70,6 @@ class QuantScheme:
     def __str__(self) -> str:
         g = {0: "tensor", -1: "channel"}.get(self.group_size, f"g{self.group_size}")
         return f"{'sym' if self.sym else 'asym'}{self.bits}-{g}{'-intzero' if self.int_zero else ''}"
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """Whether every entry of ``t`` is finite.  A finite sum proves it (NaN and inf propagate into the sum)
-    at a fraction of the cost of the elementwise test, which only runs when the sum is not finite."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def check_finite(t: torch.Tensor, what: str = "weight") -> None:

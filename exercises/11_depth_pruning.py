@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from lessonlib.checks import finite
+
 
 # --------------------------------------------------------------------------------------------------
 # q11_1 (5 points): block_influence
@@ -35,4 +37,6 @@ def block_influence(h_in: torch.Tensor, h_out: torch.Tensor) -> float:
     """
     if h_in.shape != h_out.shape or h_in.dim() < 1:
         raise ValueError(f"h_in {tuple(h_in.shape)} and h_out {tuple(h_out.shape)} must have the same (..., C) shape")
+    finite("h_in", h_in, where="block_influence")
+    finite("h_out", h_out, where="block_influence")
     raise NotImplementedError("q11_1 block_influence: not implemented yet")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from lessonlib.checks import finite
+
 
 # --------------------------------------------------------------------------------------------------
 # q11_1 (5 points): block_influence
@@ -33,6 +35,8 @@ def block_influence(h_in: torch.Tensor, h_out: torch.Tensor) -> float:
     """
     if h_in.shape != h_out.shape or h_in.dim() < 1:
         raise ValueError(f"h_in {tuple(h_in.shape)} and h_out {tuple(h_out.shape)} must have the same (..., C) shape")
+    finite("h_in", h_in, where="block_influence")
+    finite("h_out", h_out, where="block_influence")
     # BEGIN SOLUTION
     a = h_in.reshape(-1, h_in.shape[-1]).double()  # (tokens, C)
     b = h_out.reshape(-1, h_out.shape[-1]).double()  # (tokens, C)

@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lessonlib.checks import finite
+
 
 def check_temperature(T: float) -> float:
     if not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
@@ -46,6 +48,8 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor) -> None:
     if tuple(student.shape) != tuple(teacher.shape):
         raise ValueError(f"student logits {tuple(student.shape)} and teacher logits {tuple(teacher.shape)} "
                          "must have the same shape")
+    finite("student logits", student.detach())
+    finite("teacher logits", teacher.detach())
 
 
 # --------------------------------------------------------------------------------------------------
