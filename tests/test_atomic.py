@@ -180,6 +180,30 @@ def test_compress_inplace_is_atomic(monkeypatch):
                  lambda m: pcore.compress(m, recipe, evaluate=False, calib=calib(), inplace=True, profile="ci"))
 
 
+def test_mask_encoder_linears_is_atomic(monkeypatch):
+    import lessonlib.prune.movement_task as mt
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=32)).eval()
+    before = snapshot(bert)
+    n = sum(isinstance(m, nn.Linear) for m in bert.bert.encoder.modules())
+    orig, seen = mt.MaskedLinear.__init__, [0]
+
+    def failing(self, *a, **k):
+        seen[0] += 1
+        if seen[0] == n:
+            raise Injected("last layer")
+        orig(self, *a, **k)
+
+    monkeypatch.setattr(mt.MaskedLinear, "__init__", failing)
+    with pytest.raises(Injected):
+        mt.mask_encoder_linears(bert, "movement")
+    assert seen[0] == n
+    assert_same(before, snapshot(bert))
+
+
 def test_transaction_restores_in_place_writes_and_replacements():
     m = tiny_causal_lm()
     before = snapshot(m)

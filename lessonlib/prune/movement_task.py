@@ -44,6 +44,7 @@ from ..models import load_encoder
 from .magnitude import cubic_sparsity
 from .masks import check_sparsity
 from .movement import topk_mask, topk_ste
+from ..atomic import atomic
 
 __all__ = ["PRUNE_METHODS", "MaskedLinear", "mask_encoder_linears", "PruneSchedule", "prune_schedule",
            "finetune_dense", "finetune_pruned", "PrunedRun", "dense_is_trained", "MAX_LENGTH"]
@@ -76,6 +77,7 @@ class MaskedLinear(nn.Module):
         return F.linear(x, w, self.linear.bias)
 
 
+@atomic
 def mask_encoder_linears(model: nn.Module, method: str) -> dict[str, MaskedLinear]:
     """Replace every ``nn.Linear`` inside the encoder blocks of a BERT-style classifier by a ``MaskedLinear``
     (in place); returns name -> wrapper.  Embeddings, pooler and head are left alone."""
