@@ -206,3 +206,25 @@ ANSWERS = [
 @pytest.mark.parametrize("check", answers(ANSWERS))
 def test_pipeline_documented_answer(check):
     check()
+
+
+def test_dependency_file_errors_name_the_path(tmp_path):
+    """safetensors / JSON / torch.load failures come back as ValueError naming the file."""
+    from lessonlib.arch.reload import load_pruned
+    from lessonlib.claims.scales import load_report
+    from lessonlib.models import tiny_causal_lm
+
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "claims.json").write_text("{broken")
+    with pytest.raises(ValueError, match="claims.json"):
+        load_report(str(rep))
+    saved = tmp_path / "m"
+    tiny_causal_lm().save_pretrained(str(saved))
+    st = next(saved.glob("*.safetensors"))
+    st.write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match=st.name):
+        load_pruned(str(saved))
+
+
+OUTCOMES["clear error"] += 2

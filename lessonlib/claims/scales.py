@@ -17,9 +17,12 @@ def load_report(folder: str) -> dict:
     path = os.path.join(folder, "claims.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: give a folder written by `lessonlib reproduce --out`")
-    with open(path) as f:
-        data = json.load(f)
-    if not {"meta", "claims"} <= set(data):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(data, dict) or not {"meta", "claims"} <= set(data):
         raise ValueError(f"{path} is not a ledger report (needs 'meta' and 'claims')")
     return data
 

@@ -178,7 +178,14 @@ def distill(student: nn.Module, teachers: nn.Module | Sequence[nn.Module], data,
     res, start = DistillResult(), 0
     path = os.path.join(ckpt_dir, CHECKPOINT_NAME) if ckpt_dir else None
     if path and resume and os.path.exists(path):
-        state = torch.load(path, map_location=_device(student), weights_only=True)
+        try:
+            state = torch.load(path, map_location=_device(student), weights_only=True)
+            if not isinstance(state, dict) or not {"config", "student", "optimizer", "step", "losses",
+                                                   "evals"} <= set(state):
+                raise ValueError("missing keys")
+        except Exception as e:  # torch's own errors name neither the file nor what to do
+            raise ValueError(f"{path}: not a distillation checkpoint written by this function "
+                             f"({type(e).__name__}: {str(e)[:200]}); delete it or pass resume=False") from e
         for key in ("batch_size", "seed"):
             if state["config"][key] != getattr(cfg, key):
                 raise ValueError(f"checkpoint in {ckpt_dir!r} was written with {key}={state['config'][key]}, "
