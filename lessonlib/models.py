@@ -30,7 +30,7 @@ from .config import cache_dir
 __all__ = [
     "EMBEDDED_DECODERS", "EMBEDDED_ENCODERS", "asset_dir", "resolve_device", "load_model", "load_encoder",
     "model_family", "decoder_blocks", "encoder_blocks", "block_linears", "get_weight", "set_weight",
-    "tiny_causal_lm", "max_positions", "LayoutError",
+    "tiny_causal_lm", "max_positions", "LayoutError", "is_linear_like", "find_block_list",
 ]
 
 
@@ -194,12 +194,7 @@ def max_positions(model: nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- layouts
-_DECODER_PATHS: dict[str, str] = {  # model_type -> attribute path of the block list
-    "llama": "model.layers", "mistral": "model.layers", "qwen2": "model.layers", "qwen3": "model.layers",
-    "gemma": "model.layers", "gemma2": "model.layers", "phi3": "model.layers", "mixtral": "model.layers",
-    "opt": "model.decoder.layers", "gpt2": "transformer.h",
-}
-_ENCODER_PATHS = ("encoder.layer", "bert.encoder.layer", "roberta.encoder.layer", "distilbert.transformer.layer")
+_ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "xlm-roberta")
 
 
 def _getattr_path(obj, path: str):
@@ -208,31 +203,62 @@ def _getattr_path(obj, path: str):
     return obj
 
 
+def is_linear_like(m: nn.Module) -> bool:
+    """The one test lessonlib uses for "a linear layer": ``nn.Linear`` (and subclasses such as Falcon's
+    ``FalconLinear``) or GPT-2's ``Conv1D`` (weight stored as (in, out))."""
+    return isinstance(m, nn.Linear) or _is_conv1d(m)
+
+
+def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(qualified name, list)`` of the transformer blocks, found from the module structure.
+
+    The blocks are the longest outermost ``nn.ModuleList`` whose items all have one class and hold
+    linear layers (an expert list inside a block is not outermost).  Raises ``LayoutError`` if none.
+    """
+    best: tuple[str, nn.ModuleList] | None = None
+    inside: set[int] = set()
+    for name, m in model.named_modules():
+        if id(m) in inside or not isinstance(m, nn.ModuleList) or len(m) == 0:
+            continue
+        if len({type(b) for b in m}) != 1 or not any(is_linear_like(x) for x in m[0].modules()):
+            continue
+        inside.update(id(x) for b in m for x in b.modules())
+        if best is None or len(m) > len(best[1]):
+            best = (name, m)
+    if best is None:
+        raise LayoutError(f"{type(model).__name__} (model_type "
+                          f"{getattr(getattr(model, 'config', None), 'model_type', None)!r}) has no list of "
+                          "identical transformer blocks holding linear layers")
+    return best
+
+
+def _is_encoder(model: nn.Module, blocks: nn.ModuleList) -> bool:
+    causal = [m.is_causal for m in blocks[0].modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    if causal:
+        return not any(causal)
+    return getattr(getattr(model, "config", None), "model_type", None) in _ENCODER_TYPES
+
+
 def model_family(model: nn.Module) -> str:
-    """The ``model_type`` of a Hugging Face model, checked against the layouts lessonlib knows."""
-    mt = getattr(getattr(model, "config", None), "model_type", None)
-    if mt in _DECODER_PATHS or mt in ("bert", "roberta", "distilbert"):
-        return mt
-    raise LayoutError(f"model family {mt!r} has no known block layout; known: "
-                      f"{sorted(set(_DECODER_PATHS) | {'bert', 'roberta', 'distilbert'})}")
+    """The ``model_type`` of a Hugging Face model (for messages); raises ``LayoutError`` without a block list."""
+    find_block_list(model)
+    return str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a causal LM (LLaMA-style, OPT or GPT-2)."""
-    fam = model_family(model)
-    if fam not in _DECODER_PATHS:
-        raise LayoutError(f"{fam!r} is an encoder; use encoder_blocks()")
-    return _getattr_path(model, _DECODER_PATHS[fam])
+    """The list of transformer blocks of a causal LM, found from its structure (any Hugging Face decoder)."""
+    _, blocks = find_block_list(model)
+    if _is_encoder(model, blocks):
+        raise LayoutError(f"{type(model).__name__} is an encoder (its attention is not causal); use encoder_blocks()")
+    return blocks
 
 
 def encoder_blocks(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks of a BERT-style encoder (bare or with a task head)."""
-    for path in _ENCODER_PATHS:
-        try:
-            return _getattr_path(model, path)
-        except AttributeError:
-            continue
-    raise LayoutError(f"no encoder block list found in {type(model).__name__}; looked for {_ENCODER_PATHS}")
+    _, blocks = find_block_list(model)
+    if not _is_encoder(model, blocks):
+        raise LayoutError(f"{type(model).__name__} is a causal decoder; use decoder_blocks()")
+    return blocks
 
 
 def _is_conv1d(m: nn.Module) -> bool:
@@ -241,7 +267,7 @@ def _is_conv1d(m: nn.Module) -> bool:
 
 def block_linears(block: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer in a block, by qualified name, in forward order (``nn.Linear`` and GPT-2 ``Conv1D``)."""
-    return {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear) or _is_conv1d(m)}
+    return {n: m for n, m in block.named_modules() if is_linear_like(m)}
 
 
 def get_weight(module: nn.Module) -> torch.Tensor:
