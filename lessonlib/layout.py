@@ -133,9 +133,9 @@ def _head_dim(cfg, attn: nn.Module) -> int:
 
 def _split_fused_qkv(attn: nn.Module, name: str, mod: nn.Module, cfg, d: int) -> tuple[str, list[torch.Tensor]]:
     n_out = get_weight(mod).shape[0]
-    n_q = _cfg_int(cfg, "num_attention_heads") or n_out // (3 * d)
+    n_q = _cfg_int(attn, "num_heads", "num_attention_heads") or _cfg_int(cfg, "num_attention_heads") or n_out // (3 * d)
     if getattr(attn, "new_decoder_architecture", False):
-        n_kv = _cfg_int(cfg, "num_kv_heads", "num_key_value_heads") or n_q
+        n_kv = _cfg_int(attn, "num_kv_heads") or _cfg_int(cfg, "num_kv_heads", "num_key_value_heads") or n_q
         r = n_q // n_kv
         idx = torch.arange(n_out).view(n_kv, r + 2, d)
         return "grouped", [idx[:, :r].reshape(-1), idx[:, r].reshape(-1), idx[:, r + 1].reshape(-1)]
