@@ -31,7 +31,7 @@ from torch import nn
 from .models import LayoutError, find_block_list, get_weight, is_linear_like, model_family, set_weight
 
 __all__ = ["UnsupportedError", "Proj", "BlockLayout", "block_layout", "model_layouts", "supports", "require",
-           "OPERATIONS", "untouched_share", "support_matrix_row"]
+           "OPERATIONS", "untouched_share", "support_matrix_row", "refuse_untouched"]
 
 OPERATIONS = ("calibrate", "gptq", "awq", "awq_fold", "rtn", "wanda", "sparsegpt", "magnitude", "svd",
               "heads", "ffn", "depth", "gqa", "pipeline")
@@ -244,6 +244,16 @@ def untouched_share(model: nn.Module) -> float:
     return other / max(total, 1)
 
 
+def refuse_untouched(model: nn.Module, what: str) -> None:
+    """Raise ``UnsupportedError`` when ``what`` (an operation on linear layers) would leave expert tensors alone."""
+    share = untouched_share(model)
+    if share > 0:
+        experts = block_layout(model, find_block_list(model)[1][0]).experts
+        raise UnsupportedError(f"{what} is not supported on {type(model).__name__}: {share:.0%} of its block "
+                               f"weights are mixture-of-experts tensors {experts} that are not linear layers and "
+                               "would be left untouched")
+
+
 def _reason(model: nn.Module, op: str) -> str | None:
     """Why ``op`` cannot run on ``model`` (None: it can)."""
     if op not in OPERATIONS:
@@ -256,7 +266,7 @@ def _reason(model: nn.Module, op: str) -> str | None:
     lay = lays[0]
     from .models import _is_encoder
     encoder = _is_encoder(model, blocks)
-    if lay.experts and op in _WEIGHT_OPS + ("ffn",):
+    if lay.experts and op in _WEIGHT_OPS + ("ffn",) and op != "calibrate":
         share = untouched_share(model)
         return (f"its mixture-of-experts blocks keep {share:.0%} of their weights in expert tensors "
                 f"{lay.experts} that are not linear layers; {op} would leave them untouched")
