@@ -123,19 +123,48 @@ def _materialise_smollm2(asset: _Asset) -> str:
     return dst
 
 
+def _needs_shape_aware_load(path: str, cls, cfg) -> bool:
+    """Whether the saved tensors differ in names or shapes from what ``cls(cfg)`` builds (pruned unevenly,
+    factorised): then ``from_pretrained`` would silently re-initialise them, ``load_pruned`` does not."""
+    import glob
+
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        return False
+    with torch.device("meta"):
+        own = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items()}
+    for f in files:
+        with safe_open(f, "pt") as fh:
+            for k in fh.keys():
+                if own.get(k) != tuple(fh.get_slice(k).get_shape()):
+                    return True
+    return False
+
+
 def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
-               dtype: torch.dtype | str | None = None, **hf_kwargs):
+               dtype: torch.dtype | str | None = None, tokenizer: bool | None = True,
+               device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | None = None, **hf_kwargs):
     """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in eval mode.
 
     ``name`` is an embedded model (``"smollm2-135m"``), a local folder, or a Hugging Face id such as
     ``"meta-llama/Llama-2-7b-hf"`` (needs internet or a filled HF cache).  ``dtype`` defaults to
-    float32 on CPU and float16 on CUDA.
+    float32 on CPU and float16 on CUDA.  ``tokenizer``: True needs the tokenizer files, None loads them
+    when present (else ``None``), False skips them (``None``).  ``device_map`` / ``max_memory`` /
+    ``offload_folder`` are handed to ``from_pretrained`` (``accelerate`` places the blocks across GPUs, CPU
+    memory and disk; the model is then not moved as a whole).  A folder saved after uneven pruning or
+    low-rank factorisation loads through ``lessonlib.arch.reload.load_pruned`` (its tensors would not fit
+    the config).  An encoder folder (BERT) is a ``ValueError``: use ``load_encoder``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string, got {name!r}; "
                          f"embedded choices: {sorted(EMBEDDED_DECODERS)}")
+    if tokenizer not in (True, False, None):
+        raise ValueError(f"tokenizer={tokenizer!r}; allowed True (required), None (if present), False (skip)")
     dev = resolve_device(device)
     dt = _default_dtype(dev, dtype)
     if name in EMBEDDED_DECODERS:
@@ -146,14 +175,42 @@ def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
         raise ValueError(f"unknown model {name!r}: not an embedded model ({sorted(EMBEDDED_DECODERS)}), "
                          "not a local folder, and not a Hugging Face id of the form 'org/name'")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hf_kwargs)
-        tok = AutoTokenizer.from_pretrained(path)
+        cfg = AutoConfig.from_pretrained(path)
+        archs = [a for a in (getattr(cfg, "architectures", None) or []) if isinstance(a, str)]
+        if cfg.model_type in _ENCODER_TYPES or (archs and not any(
+                a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)):
+            raise ValueError(f"{name!r} holds an encoder or a non-causal model ({archs or cfg.model_type}); "
+                             "load_model loads causal LMs; use lessonlib.models.load_encoder for encoders")
+        placement = {k: v for k, v in dict(device_map=device_map, max_memory=max_memory,
+                                           offload_folder=offload_folder).items() if v is not None}
+        if max_memory is not None and device_map is None:
+            placement["device_map"] = "auto"
+        if os.path.isdir(path) and not placement and archs:
+            import transformers
+            cls = getattr(transformers, archs[0], None)
+            if cls is not None and _needs_shape_aware_load(path, cls, cfg):
+                from .arch.reload import load_pruned
+                model = load_pruned(path, device=dev).to(dt)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hf_kwargs).to(dev)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **placement, **hf_kwargs)
+            if not placement:
+                model = model.to(dev)
+        tok = None
+        if tokenizer is not False:
+            try:
+                tok = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError, TypeError) as e:
+                if tokenizer is True:
+                    raise OSError(f"no tokenizer files in {name!r} ({e}); pass tokenizer=None to load them only "
+                                  "when present, or tokenizer=False to skip them") from e
     except OSError as e:
         raise OSError(f"could not load {name!r}: {e}. Without internet only the embedded models "
                       f"{sorted(EMBEDDED_DECODERS)} and local folders load.") from e
-    if tok.pad_token is None:
+    if tok is not None and tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return model.to(dev).eval(), tok
+    return model.eval(), tok
 
 
 def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: int = 2,
