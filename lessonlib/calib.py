@@ -185,6 +185,8 @@ def capture_block_inputs(model: nn.Module, batches: torch.Tensor, device: torch.
     """
     if batches.dim() != 2 or batches.shape[0] == 0:
         raise ValueError(f"calibration batches must be a non-empty (N, T) token tensor, got {tuple(batches.shape)}")
+    from .layout import require
+    require(model, "calibrate")
     dev = resolve_device(device)
     blocks = decoder_blocks(model)
     moved = _move_outside_blocks(model, blocks, dev)

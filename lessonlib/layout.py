@@ -23,23 +23,20 @@ through ``Proj`` (row indices into the holding layer; ``weight()`` reads them, `
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .models import LayoutError, find_block_list, get_weight, is_linear_like, model_family, set_weight
+from .models import LayoutError, UnsupportedError, find_block_list, get_weight, is_linear_like, model_family, set_weight
 
 __all__ = ["UnsupportedError", "Proj", "BlockLayout", "block_layout", "model_layouts", "supports", "require",
-           "OPERATIONS", "untouched_share", "support_matrix_row", "refuse_untouched"]
+           "OPERATIONS", "untouched_share", "support_matrix_row", "refuse_untouched", "check_coverage", "support_matrix_markdown"]
 
-OPERATIONS = ("calibrate", "gptq", "awq", "awq_fold", "rtn", "wanda", "sparsegpt", "magnitude", "svd",
+OPERATIONS = ("load", "calibrate", "gptq", "awq", "awq_fold", "rtn", "wanda", "sparsegpt", "magnitude", "svd",
               "heads", "ffn", "depth", "gqa", "pipeline")
 _WEIGHT_OPS = ("calibrate", "gptq", "awq", "awq_fold", "rtn", "wanda", "sparsegpt", "magnitude", "svd", "pipeline")
-
-
-class UnsupportedError(LayoutError):
-    """An operation cannot run on this architecture; the message names both and what is missing."""
 
 
 @dataclass
@@ -254,6 +251,15 @@ def refuse_untouched(model: nn.Module, what: str) -> None:
                                "would be left untouched")
 
 
+def check_coverage(model: nn.Module, what: str) -> None:
+    """``refuse_untouched`` for transformer models; a module without a block list has nothing to miss."""
+    try:
+        find_block_list(model)
+    except LayoutError:
+        return
+    refuse_untouched(model, what)
+
+
 def _reason(model: nn.Module, op: str) -> str | None:
     """Why ``op`` cannot run on ``model`` (None: it can)."""
     if op not in OPERATIONS:
@@ -270,6 +276,8 @@ def _reason(model: nn.Module, op: str) -> str | None:
         share = untouched_share(model)
         return (f"its mixture-of-experts blocks keep {share:.0%} of their weights in expert tensors "
                 f"{lay.experts} that are not linear layers; {op} would leave them untouched")
+    if op == "load" and encoder:
+        return "it is an encoder; load it with lessonlib.models.load_encoder"
     if op in ("calibrate", "gptq", "awq", "wanda", "sparsegpt", "svd", "depth", "pipeline", "awq_fold") and encoder:
         return "it is an encoder (no causal LM to calibrate or evaluate); use the encoder chapters' tools"
     if op == "awq_fold" and lay.attn is None:
@@ -313,3 +321,26 @@ def require(model: nn.Module, op: str) -> None:
 def support_matrix_row(model: nn.Module) -> dict[str, str]:
     """``{op: "yes" | reason}`` for every operation: the row the README's generality matrix shows."""
     return {op: (_reason(model, op) or "yes") for op in OPERATIONS}
+
+
+def support_matrix_markdown() -> str:
+    """The README's generality matrix: ``tiny_causal_lm`` of every family against every operation."""
+    from .models import TINY_FAMILIES, tiny_causal_lm
+
+    rows = ["| family | " + " | ".join(OPERATIONS) + " |", "|---" * (len(OPERATIONS) + 1) + "|"]
+    notes: dict[str, int] = {}
+    for fam in TINY_FAMILIES:
+        m = tiny_causal_lm(fam)
+        cells = []
+        for op in OPERATIONS:
+            why = _reason(m, op)
+            if why is None:
+                cells.append("yes")
+            else:
+                generic = re.sub(r"\d+%", "N%", why)
+                notes.setdefault(generic, len(notes) + 1)
+                cells.append(f"no ({notes[generic]})")
+        rows.append(f"| {type(m).__name__} | " + " | ".join(cells) + " |")
+    rows.append("")
+    rows += [f"{k}. {why}" for why, k in notes.items()]
+    return "\n".join(rows) + "\n"

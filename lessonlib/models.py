@@ -30,12 +30,16 @@ from .config import cache_dir
 __all__ = [
     "EMBEDDED_DECODERS", "EMBEDDED_ENCODERS", "asset_dir", "resolve_device", "load_model", "load_encoder",
     "model_family", "decoder_blocks", "encoder_blocks", "block_linears", "get_weight", "set_weight",
-    "tiny_causal_lm", "max_positions", "LayoutError", "is_linear_like", "find_block_list", "TINY_FAMILIES",
+    "tiny_causal_lm", "max_positions", "LayoutError", "UnsupportedError", "is_linear_like", "find_block_list", "TINY_FAMILIES",
 ]
 
 
 class LayoutError(ValueError):
     """The model's family has no known block layout."""
+
+
+class UnsupportedError(LayoutError):
+    """An operation cannot run on this architecture; the message names both and what is missing."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
         archs = [a for a in (getattr(cfg, "architectures", None) or []) if isinstance(a, str)]
         if cfg.model_type in _ENCODER_TYPES or (archs and not any(
                 a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)):
-            raise ValueError(f"{name!r} holds an encoder or a non-causal model ({archs or cfg.model_type}); "
+            raise UnsupportedError(f"load is not supported on {archs[0] if archs else cfg.model_type}: {name!r} holds "
+                                   f"an encoder or a non-causal model ({archs or cfg.model_type}); "
                              "load_model loads causal LMs; use lessonlib.models.load_encoder for encoders")
         placement = {k: v for k, v in dict(device_map=device_map, max_memory=max_memory,
                                            offload_folder=offload_folder).items() if v is not None}
@@ -198,6 +203,10 @@ def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
             if not placement:
                 model = model.to(dev)
         tok = None
+        _TOK_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tokenizer_config.json")
+        if tokenizer is None and os.path.isdir(path) and not any(
+                os.path.exists(os.path.join(path, f)) for f in _TOK_FILES):
+            tokenizer = False  # no tokenizer files: None, as asked (transformers would build an empty one)
         if tokenizer is not False:
             try:
                 tok = AutoTokenizer.from_pretrained(path)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..calib import capture_calibration, run_block
 from ..config import progress_disabled
 from ..evaluate import perplexity
+from ..layout import require
 from ..models import decoder_blocks
 from .ffn import _as_index, _check_batches
 
@@ -95,6 +96,7 @@ def remove_blocks(model: nn.Module, indices: list[int]) -> nn.Module:
     ``config.num_hidden_layers`` (and ``config.layer_types`` when present), so ``generate``,
     ``save_pretrained`` and ``from_pretrained`` keep working.
     """
+    require(model, "depth")
     blocks = list(decoder_blocks(model))
     rm = _as_index(indices, len(blocks), "block")
     if rm.numel() >= len(blocks):

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..layout import check_coverage
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, QuantizedWeight, fake_quant, quantize
 from .qlinear import WeightOnlyConfig, default_filter, is_linear_like, quantize_
@@ -32,6 +33,7 @@ def rtn_quantize_model(model: nn.Module, scheme: QuantScheme, pack: bool = False
     layers: for accuracy studies); ``pack=True`` swaps in ``QuantLinear`` layers holding packed codes.
     Returns each layer's relative weight error ||W - W_hat||_F / ||W||_F by fully qualified name.
     """
+    check_coverage(model, "rtn")  # MoE expert tensors are not linear layers: refused, not skipped
     keep = filter_fn or default_filter
     targets = {n: m for n, m in model.named_modules() if is_linear_like(m) and keep(m, n)}
     if not targets:
