@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import progress_disabled
-from .models import block_linears, decoder_blocks, get_weight, resolve_device
+from .models import UnsupportedError, block_linears, decoder_blocks, get_weight, is_dispatched, resolve_device
 
 __all__ = ["Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
            "capture_block_kwargs", "capture_calibration",
@@ -187,6 +187,11 @@ def capture_block_inputs(model: nn.Module, batches: torch.Tensor, device: torch.
         raise ValueError(f"calibration batches must be a non-empty (N, T) token tensor, got {tuple(batches.shape)}")
     from .layout import require
     require(model, "calibrate")
+    if is_dispatched(model):
+        raise UnsupportedError(
+            "calibrate is not supported on a model dispatched by accelerate (device_map/offload): its hooks "
+            "hold the weights; load it with load_model(name, device='cpu') and pass device='cuda' here, "
+            "and the blocks are onloaded to the GPU one at a time")
     dev = resolve_device(device)
     blocks = decoder_blocks(model)
     moved = _move_outside_blocks(model, blocks, dev)

@@ -275,7 +275,7 @@ def _reason(model: nn.Module, op: str) -> str | None:
     if lay.experts and op in _WEIGHT_OPS + ("ffn",) and op != "calibrate":
         share = untouched_share(model)
         return (f"its mixture-of-experts blocks keep {share:.0%} of their weights in expert tensors "
-                f"{lay.experts} that are not linear layers; {op} would leave them untouched")
+                f"{lay.experts} that are not linear layers; the operation would leave them untouched")
     if op == "load" and encoder:
         return "it is an encoder; load it with lessonlib.models.load_encoder"
     if op in ("calibrate", "gptq", "awq", "wanda", "sparsegpt", "svd", "depth", "pipeline", "awq_fold") and encoder:
@@ -288,7 +288,7 @@ def _reason(model: nn.Module, op: str) -> str | None:
             return f"its attention layout is not understood ({bad[0] if bad else 'no Q/K/V'})"
         if op == "gqa" and (encoder or lay.qkv_rule != "separate"):
             return ("converting to grouped-query attention needs separate K and V projections in a decoder "
-                    f"(this one: {'encoder' if encoder else lay.qkv_rule + ' fused QKV'})")
+                    f"(this one: {'an encoder' if encoder else 'a fused QKV projection'})")
         if op == "gqa" and not any(hasattr(m, "num_key_value_groups") for m in blocks[0].modules()):
             return "its attention has no key/value groups (it repeats no KV head), so it cannot run GQA"
         if op == "heads" and lay.qkv_rule != "separate" and any(

@@ -30,7 +30,7 @@ from .config import cache_dir
 __all__ = [
     "EMBEDDED_DECODERS", "EMBEDDED_ENCODERS", "asset_dir", "resolve_device", "load_model", "load_encoder",
     "model_family", "decoder_blocks", "encoder_blocks", "block_linears", "get_weight", "set_weight",
-    "tiny_causal_lm", "max_positions", "LayoutError", "UnsupportedError", "is_linear_like", "find_block_list", "TINY_FAMILIES",
+    "tiny_causal_lm", "max_positions", "LayoutError", "UnsupportedError", "compute_device", "is_dispatched", "is_linear_like", "find_block_list", "TINY_FAMILIES",
 ]
 
 
@@ -248,6 +248,24 @@ def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: i
     else:
         model = AutoModel.from_pretrained(path, dtype=dt)
     return model.to(dev).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def compute_device(model: nn.Module) -> torch.device:
+    """Where the model computes: accelerate's execution device for a dispatched model, else its first
+    parameter's device (offloaded weights sit on ``meta`` and never say where the work happens)."""
+    for m in model.modules():
+        ed = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
+        if ed is not None:
+            return torch.device(f"cuda:{ed}" if isinstance(ed, int) else ed)
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def is_dispatched(model: nn.Module) -> bool:
+    """Whether accelerate placed the model (``device_map``): hooks move weights and activations."""
+    return bool(getattr(model, "hf_device_map", None)) or any(hasattr(m, "_hf_hook") for m in model.modules())
 
 
 def max_positions(model: nn.Module) -> int:
