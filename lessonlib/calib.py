@@ -24,9 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import progress_disabled
+from .experts import unrolled_experts
 from .models import UnsupportedError, block_linears, decoder_blocks, get_weight, is_dispatched, resolve_device
 
-__all__ = ["Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
+__all__ = ["ModuleNames", "Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
            "capture_block_kwargs", "capture_calibration",
            "run_block", "run_sequential", "SequentialReport"]
 
@@ -145,6 +146,29 @@ class InputSampleStats:
             x = x[idx.sort().values.to(x.device)]
         self.rows = [x]
         return x
+
+
+class ModuleNames(dict):
+    """``id(module) -> qualified name`` of ``model``'s modules, also for modules that appear later (the
+    per-expert views ``lessonlib.experts`` installs while a MoE block is calibrated): an unknown id is
+    looked up again.  Every module seen is kept alive, so an id is never reused for another module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self._alive = model, []
+        self._scan()
+
+    def _scan(self) -> None:
+        for n, m in self.model.named_modules():
+            if id(m) not in self:
+                self[id(m)] = n
+                self._alive.append(m)
+
+    def __missing__(self, key: int) -> str:
+        self._scan()
+        if not dict.__contains__(self, key):
+            raise KeyError(f"module {key} is not part of the model")
+        return dict.__getitem__(self, key)
 
 
 class _Stop(Exception):
@@ -394,6 +418,8 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
         block = blocks[i]
         home = next(block.parameters()).device
         block.to(dev)
+        unroll = unrolled_experts(block)  # MoE: one nn.Linear view per expert, fed only its routed tokens
+        unroll.__enter__()
         linears = {n: m for n, m in block_linears(block).items() if layer_filter is None or layer_filter(n)}
         for group in (groups or [list(linears)]):
             unknown = [n for n in group if n not in block_linears(block)]
@@ -407,6 +433,7 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
                 compress(i, block, st)
         if i + 1 < len(blocks):
             hiddens = run_block(block, hiddens, kws[i])  # inputs of block i+1, from the compressed block
+        unroll.__exit__(None, None, None)
         block.to(home)
         report.block_seconds.append(time.perf_counter() - t0)
     report.seconds = time.perf_counter() - t_start

@@ -32,11 +32,11 @@ from torch import nn
 from .models import LayoutError, UnsupportedError, find_block_list, get_weight, is_linear_like, model_family, set_weight
 
 __all__ = ["UnsupportedError", "Proj", "BlockLayout", "block_layout", "model_layouts", "supports", "require",
-           "OPERATIONS", "untouched_share", "support_matrix_row", "refuse_untouched", "check_coverage", "support_matrix_markdown"]
+           "OPERATIONS", "untouched_share", "support_matrix_row", "refuse_untouched", "check_coverage", "check_no_experts", "support_matrix_markdown"]
 
-OPERATIONS = ("load", "calibrate", "gptq", "awq", "awq_fold", "rtn", "wanda", "sparsegpt", "magnitude", "svd",
+OPERATIONS = ("load", "calibrate", "gptq", "awq", "awq_fold", "rtn", "pack", "wanda", "sparsegpt", "magnitude", "svd",
               "heads", "ffn", "depth", "gqa", "pipeline")
-_WEIGHT_OPS = ("calibrate", "gptq", "awq", "awq_fold", "rtn", "wanda", "sparsegpt", "magnitude", "svd", "pipeline")
+_WEIGHT_OPS = ("calibrate", "gptq", "awq", "awq_fold", "rtn", "pack", "wanda", "sparsegpt", "magnitude", "svd", "pipeline")
 
 
 @dataclass
@@ -130,21 +130,20 @@ def _head_dim(cfg, attn: nn.Module) -> int:
 
 def _split_fused_qkv(attn: nn.Module, name: str, mod: nn.Module, cfg, d: int) -> tuple[str, list[torch.Tensor]]:
     n_out = get_weight(mod).shape[0]
-    n_q = _cfg_int(attn, "num_heads", "num_attention_heads") or _cfg_int(cfg, "num_attention_heads") or n_out // (3 * d)
     if getattr(attn, "new_decoder_architecture", False):
-        n_kv = _cfg_int(attn, "num_kv_heads") or _cfg_int(cfg, "num_kv_heads", "num_key_value_heads") or n_q
-        r = n_q // n_kv
+        n_kv = _cfg_int(attn, "num_kv_heads") or _cfg_int(cfg, "num_kv_heads", "num_key_value_heads") or 1
+        r = n_out // d // n_kv - 2  # query heads per KV head
         idx = torch.arange(n_out).view(n_kv, r + 2, d)
         return "grouped", [idx[:, :r].reshape(-1), idx[:, r].reshape(-1), idx[:, r + 1].reshape(-1)]
+    if name.split(".")[-1] == "query_key_value" and not getattr(attn, "multi_query", False):
+        idx = torch.arange(n_out).view(n_out // (3 * d), 3, d)  # GPT-NeoX / classic Falcon: per head q, k, v
+        return "per_head", [idx[:, 0].reshape(-1), idx[:, 1].reshape(-1), idx[:, 2].reshape(-1)]
     if getattr(attn, "multi_query", False):
         n_kv = 1
-    else:
-        n_kv = getattr(attn, "num_key_value_heads", None) or _cfg_int(cfg, "num_key_value_heads") or n_q
-    if (n_q + 2 * n_kv) * d != n_out:
-        n_q = n_kv = n_out // (3 * d)
-    if name.split(".")[-1] == "query_key_value" and not getattr(attn, "multi_query", False):
-        idx = torch.arange(n_out).view(n_q, 3, d)  # GPT-NeoX / classic Falcon: per head q, k, v
-        return "per_head", [idx[:, 0].reshape(-1), idx[:, 1].reshape(-1), idx[:, 2].reshape(-1)]
+    else:  # grouped KV heads when the attention or its config says so; multi-head otherwise
+        n_kv = _cfg_int(attn, "num_key_value_heads") or _cfg_int(cfg, "num_key_value_heads") or 0
+    n_q = n_out // d - 2 * n_kv if n_kv else n_out // (3 * d)
+    n_kv = n_kv or n_q
     a, b = n_q * d, n_kv * d
     return "contiguous", [torch.arange(a), torch.arange(a, a + b), torch.arange(a + b, a + 2 * b)]
 
@@ -230,9 +229,12 @@ def model_layouts(model: nn.Module) -> list[BlockLayout]:
 
 
 def untouched_share(model: nn.Module) -> float:
-    """Share of the blocks' weight elements (2-D and larger) held outside linear-like layers (MoE experts)."""
+    """Share of the blocks' weight elements (2-D and larger) that no compressor reaches: tensors of 3 or more
+    dimensions outside linear layers and outside the expert layouts ``lessonlib.experts`` unrolls."""
+    from .experts import expert_modules
     _, blocks = find_block_list(model)
     lin = {id(m.weight) for m in blocks.modules() if is_linear_like(m)}
+    lin |= {id(p) for b in blocks for e in expert_modules(b).values() for p in (e.gate_up_proj, e.down_proj)}
     total = other = 0
     for p in blocks.parameters():
         if p.dim() >= 2:
@@ -260,6 +262,19 @@ def check_coverage(model: nn.Module, what: str) -> None:
     refuse_untouched(model, what)
 
 
+def check_no_experts(model: nn.Module, what: str) -> None:
+    """Raise ``UnsupportedError`` for ``what`` (an operation that replaces layers) on a model with 3-D experts."""
+    from .experts import expert_modules
+    try:
+        blocks = find_block_list(model)[1]
+    except LayoutError:
+        return
+    names = [n for n in expert_modules(blocks[0])]
+    if names:
+        raise UnsupportedError(f"{what} is not supported on {type(model).__name__}: its experts {names} are 3-D "
+                               "tensors, and replacing per-expert layers cannot be stored in them")
+
+
 def _reason(model: nn.Module, op: str) -> str | None:
     """Why ``op`` cannot run on ``model`` (None: it can)."""
     if op not in OPERATIONS:
@@ -272,10 +287,15 @@ def _reason(model: nn.Module, op: str) -> str | None:
     lay = lays[0]
     from .models import _is_encoder
     encoder = _is_encoder(model, blocks)
-    if lay.experts and op in _WEIGHT_OPS + ("ffn",) and op != "calibrate":
-        share = untouched_share(model)
-        return (f"its mixture-of-experts blocks keep {share:.0%} of their weights in expert tensors "
-                f"{lay.experts} that are not linear layers; the operation would leave them untouched")
+    share = untouched_share(model)
+    if share > 0 and op in _WEIGHT_OPS + ("ffn", "pack") and op != "calibrate":
+        return (f"its blocks keep {share:.0%} of their weights in tensors {lay.experts} that are neither linear "
+                "layers nor experts lessonlib knows how to unroll; the operation would leave them untouched")
+    if lay.experts and op in ("svd", "ffn", "pack", "pipeline"):
+        return (f"its mixture-of-experts weights are 3-D tensors {lay.experts}: {op} would have to replace "
+                "per-expert layers, which these tensors cannot hold (quantization and pruning in place work)")
+    if lay.experts and op == "awq_fold":
+        return "its router reads the MLP norm's output too, so scales cannot be folded into that norm"
     if op == "load" and encoder:
         return "it is an encoder; load it with lessonlib.models.load_encoder"
     if op in ("calibrate", "gptq", "awq", "wanda", "sparsegpt", "svd", "depth", "pipeline", "awq_fold") and encoder:

@@ -142,8 +142,11 @@ def _needs_shape_aware_load(path: str, cls, cfg) -> bool:
     for f in files:
         with safe_open(f, "pt") as fh:
             for k in fh.keys():
-                if own.get(k) != tuple(fh.get_slice(k).get_shape()):
-                    return True
+                shape = tuple(fh.get_slice(k).get_shape())
+                if k in own and own[k] != shape:
+                    return True  # pruned unevenly: the config describes another shape
+                if k.endswith((".0.weight", ".1.weight")) and k[:-9] + ".weight" in own:
+                    return True  # a low-rank factor of a layer the config builds whole
     return False
 
 

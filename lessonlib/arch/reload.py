@@ -59,6 +59,26 @@ def _fix_head_counts(model: nn.Module) -> None:
                     m.intermediate_size = lay.mlp_out.weight().shape[1]
 
 
+def _rename_saved_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Apply transformers' own checkpoint renamings (e.g. GPT-NeoX saves ``lm_head`` as ``embed_out``)."""
+    import re
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+        renames = [(t.source_patterns[0], t.target_patterns[0]) for t in get_model_conversion_mapping(model)
+                   if type(t) is WeightRenaming and len(t.source_patterns) == 1 and len(t.target_patterns) == 1]
+    except (ImportError, AttributeError, TypeError):  # older transformers: names are saved as they are
+        renames = []
+    own = set(model.state_dict())
+    for k in [k for k in state if k not in own]:
+        for src, dst in renames:
+            k2 = re.sub(src, dst, k)
+            if k2 != k and k2 in own:
+                state[k2] = state.pop(k)
+                break
+
+
 @torch.no_grad()
 def load_pruned(path: str, device: str | torch.device = "cpu") -> nn.Module:
     """Load a model saved with ``save_pretrained(path)`` whatever its per-block head counts and FFN widths.
@@ -83,7 +103,20 @@ def load_pruned(path: str, device: str | torch.device = "cpu") -> nn.Module:
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(f))
-    model = cls(cfg)
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    # transformers loads every tensor whose shape fits (and converts legacy layouts, e.g. per-expert MoE
+    # weights into 3-D tensors); the layers it could not fill are rebuilt from the saved shapes below
+    import logging
+    lg = logging.getLogger("transformers.modeling_utils")
+    level = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        model = cls.from_pretrained(path, dtype=dtype, ignore_mismatched_sizes=True)
+    finally:
+        lg.setLevel(level)
+    _rename_saved_keys(model, state)
+    fixed = 0
     for name, lin in list(model.named_modules()):
         if not is_linear_like(lin):
             continue
@@ -91,18 +124,17 @@ def load_pruned(path: str, device: str | torch.device = "cpu") -> nn.Module:
         a, b = state.get(f"{name}.0.weight"), state.get(f"{name}.1.weight")
         if w is None and a is not None and b is not None:  # factorised by lessonlib.lowrank: Linear -> Linear
             _replace(model, name, low_rank_linear(a, b, state.get(f"{name}.1.bias")))
+            fixed += 1
         elif w is not None and tuple(w.shape) != tuple(lin.weight.shape):
-            _replace(model, name, _shaped_like(lin, w, f"{name}.bias" in state))
+            new = _shaped_like(lin, w, f"{name}.bias" in state)
+            new.weight.data = w.to(dtype)
+            if f"{name}.bias" in state:
+                new.bias.data = state[f"{name}.bias"].to(dtype)
+            _replace(model, name, new)
+            fixed += 1
     _fix_head_counts(model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise ValueError(f"saved tensors {unexpected[:5]} have no place in a {cls.__name__}")
-    model.tie_weights()
     own = model.state_dict()
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    untied = [k for k in missing if own[k].data_ptr() not in loaded]
-    if untied:
-        raise ValueError(f"tensors {untied[:5]} are missing from {path!r} and are not tied to a saved one")
-    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
-    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    wrong = [k for k, t in state.items() if k in own and not torch.equal(own[k].cpu(), t.to(own[k].dtype))]
+    if wrong:
+        raise ValueError(f"saved tensors {wrong[:5]} did not load into the rebuilt {cls.__name__}")
     return model.to(device=device, dtype=dtype).eval()

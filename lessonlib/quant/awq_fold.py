@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..calib import InputSampleStats, run_sequential
+from ..calib import InputSampleStats, ModuleNames, run_sequential
 from ..models import UnsupportedError, block_linears, decoder_blocks, get_weight, is_linear_like, set_weight
 from .affine import QuantizedWeight, QuantScheme, quantize
 from .awq import awq_quantize, awq_search_clip
@@ -156,7 +156,7 @@ def awq_fold_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantS
     layer's ``QuantizedWeight`` (codes, scales, zeros) by fully qualified name, ready for
     ``quantize_(model, scheme, qparams=...)``.
     """
-    fqn = {id(m): n for n, m in model.named_modules()}
+    fqn = ModuleNames(model)  # also names MoE experts' per-expert views
     results: dict[str, QuantizedWeight] = {}
     from ..layout import require
     require(model, "awq_fold")
