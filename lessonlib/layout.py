@@ -292,8 +292,8 @@ def _reason(model: nn.Module, op: str) -> str | None:
         return (f"its blocks keep {share:.0%} of their weights in tensors {lay.experts} that are neither linear "
                 "layers nor experts lessonlib knows how to unroll; the operation would leave them untouched")
     if lay.experts and op in ("svd", "ffn", "pack", "pipeline"):
-        return (f"its mixture-of-experts weights are 3-D tensors {lay.experts}: {op} would have to replace "
-                "per-expert layers, which these tensors cannot hold (quantization and pruning in place work)")
+        return (f"its mixture-of-experts weights are 3-D tensors {lay.experts}: the operation replaces "
+                "layers, which these tensors cannot hold (quantization and pruning in place work)")
     if lay.experts and op == "awq_fold":
         return "its router reads the MLP norm's output too, so scales cannot be folded into that norm"
     if op == "load" and encoder:
