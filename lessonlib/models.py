@@ -25,7 +25,6 @@ import shutil
 import time
 from dataclasses import dataclass
 
-
 import torch
 from torch import nn
 
