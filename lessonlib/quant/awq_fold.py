@@ -53,7 +53,13 @@ def _fold_norm(norm: nn.Module, s: torch.Tensor) -> None:
     and y = (1 + w) * xhat (Gemma) are recognised by probing the module itself; anything else is refused."""
     C = norm.weight.numel()
     x = torch.randn(4, C, generator=torch.Generator().manual_seed(0)).to(norm.weight.device, norm.weight.dtype)
-    want = norm(x) / s.to(x.dtype)
+    try:
+        want = norm(x) / s.to(x.dtype)
+    except NotImplementedError:  # a bare parameter holder (no forward): y = w * x by definition
+        if getattr(norm, "bias", None) is not None:
+            norm.bias.data = norm.bias.data / s.to(norm.bias.dtype)
+        norm.weight.data = norm.weight.data / s.to(norm.weight.dtype)
+        return
     w0 = norm.weight.data.clone()
     b0 = None if getattr(norm, "bias", None) is None else norm.bias.data.clone()
     if b0 is not None:
