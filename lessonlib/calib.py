@@ -26,9 +26,12 @@ from tqdm.auto import tqdm
 from .atomic import protect
 from .config import progress_disabled
 from .checks import all_finite
-from .models import block_linears, decoder_blocks, get_weight, max_positions, resolve_device
+from .experts import unrolled_experts
+from .models import (UnsupportedError, block_linears, decoder_blocks, get_weight, is_dispatched, max_positions,
+                     resolve_device)
 
-__all__ = ["Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
+__all__ = ["ModuleNames", "Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
+           "capture_block_kwargs", "capture_calibration",
            "run_block", "run_sequential", "SequentialReport", "check_token_batches"]
 
 
@@ -148,6 +151,29 @@ class InputSampleStats:
         return x
 
 
+class ModuleNames(dict):
+    """``id(module) -> qualified name`` of ``model``'s modules, also for modules that appear later (the
+    per-expert views ``lessonlib.experts`` installs while a MoE block is calibrated): an unknown id is
+    looked up again.  Every module seen is kept alive, so an id is never reused for another module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self._alive = model, []
+        self._scan()
+
+    def _scan(self) -> None:
+        for n, m in self.model.named_modules():
+            if id(m) not in self:
+                self[id(m)] = n
+                self._alive.append(m)
+
+    def __missing__(self, key: int) -> str:
+        self._scan()
+        if not dict.__contains__(self, key):
+            raise KeyError(f"module {key} is not part of the model")
+        return dict.__getitem__(self, key)
+
+
 class _Stop(Exception):
     pass
 
@@ -200,9 +226,17 @@ def capture_block_inputs(model: nn.Module, batches: torch.Tensor, device: torch.
     """Inputs of block 0 for each calibration sequence: ``(hiddens, kwargs)``.
 
     ``hiddens`` is a list of (1, T, C) tensors; ``kwargs`` (attention mask, position ids, rotary
-    embeddings, ...) are what the model passed to its blocks, identical for every sequence of length T.
+    embeddings, ...) are what the model passed to block 0, identical for every sequence of length T.  Other
+    blocks may get other arguments (sliding-window layers): ``capture_calibration`` returns them all.
     """
     check_token_batches(model, batches)
+    from .layout import require
+    require(model, "calibrate")
+    if is_dispatched(model):
+        raise UnsupportedError(
+            "calibrate is not supported on a model dispatched by accelerate (device_map/offload): its hooks "
+            "hold the weights; load it with load_model(name, device='cpu') and pass device='cuda' here, "
+            "and the blocks are onloaded to the GPU one at a time")
     dev = resolve_device(device)
     blocks = decoder_blocks(model)
     moved = _move_outside_blocks(model, blocks, dev)
@@ -227,9 +261,70 @@ def capture_block_inputs(model: nn.Module, batches: torch.Tensor, device: torch.
         h.remove()
         blocks[0].to(b0_dev)
         _restore(moved)
+    return hiddens, _clean(kw)
+
+
+def _clean(kw: dict) -> dict:
+    kw = {k: v for k, v in kw.items() if k not in ("hidden_states", "past_key_values", "past_key_value", "layer_past")}
     kw["use_cache"] = False
-    kw.pop("past_key_values", None), kw.pop("past_key_value", None), kw.pop("layer_past", None)
-    return hiddens, kw
+    return kw
+
+
+@torch.no_grad()
+def capture_block_kwargs(model: nn.Module, hiddens: list[torch.Tensor], kw0: dict, sample: torch.Tensor,
+                         device: torch.device | str = "auto") -> list[dict]:
+    """The keyword arguments the model passes to *each* block for sequences shaped like ``sample`` (1, T).
+
+    Blocks differ: Gemma-2/3 and Mistral-style models give sliding-window layers another attention mask
+    than global ones, and Gemma-3 another rotary table.  One forward of ``sample`` runs with every block
+    replaced by the identity (nothing but block 0 ever runs, so this costs no block memory); each block's
+    arguments are recorded as the model built them.  ``hiddens``/``kw0`` (block 0's captured inputs) give
+    the blocks' output format.
+    """
+    dev = resolve_device(device)
+    blocks = decoder_blocks(model)
+    b0_dev = next(blocks[0].parameters()).device
+    blocks[0].to(dev)
+    try:
+        y = blocks[0](hiddens[0], **kw0)
+    finally:
+        blocks[0].to(b0_dev)
+    rest = tuple(y[1:]) if isinstance(y, (tuple, list)) else None
+    kws: list[dict] = [{} for _ in blocks]
+    saved = [b.__dict__.get("forward") for b in blocks]
+
+    def fake(i: int):
+        def fwd(*args, **kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            kws[i] = _clean(kwargs)
+            if i == len(blocks) - 1:
+                raise _Stop
+            return x if rest is None else (x, *rest)
+        return fwd
+
+    for i, b in enumerate(blocks):
+        b.forward = fake(i)
+    moved = _move_outside_blocks(model, blocks, dev)
+    try:
+        model(sample.to(dev), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        for b, f in zip(blocks, saved):
+            if f is None:
+                del b.forward
+            else:
+                b.forward = f
+        _restore(moved)
+    return kws
+
+
+@torch.no_grad()
+def capture_calibration(model: nn.Module, batches: torch.Tensor, device: torch.device | str = "auto"
+                        ) -> tuple[list[torch.Tensor], list[dict]]:
+    """Block 0's inputs for every calibration sequence and every block's own keyword arguments."""
+    hiddens, kw0 = capture_block_inputs(model, batches, device)
+    return hiddens, capture_block_kwargs(model, hiddens, kw0, batches[:1], device)
 
 
 def run_block(block: nn.Module, hiddens: list[torch.Tensor], kwargs: dict) -> list[torch.Tensor]:
@@ -337,7 +432,9 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
     """
     dev = resolve_device(device)
     t_start = time.perf_counter()
-    hiddens, kw = capture_block_inputs(model, batches, dev)
+    from .layout import refuse_untouched
+    refuse_untouched(model, "layer-wise calibrated compression (GPTQ, AWQ, Wanda, SparseGPT, whitened SVD)")
+    hiddens, kws = capture_calibration(model, batches, dev)
     blocks = decoder_blocks(model)
     report = SequentialReport(tokens=batches.numel())
     for i in tqdm(range(len(blocks)), desc="blocks", disable=progress_disabled() or not progress, leave=False):
@@ -345,6 +442,8 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
         block = blocks[i]
         home = next(block.parameters()).device
         block.to(dev)
+        unroll = unrolled_experts(block)  # MoE: one nn.Linear view per expert, fed only its routed tokens
+        unroll.__enter__()
         linears = {n: m for n, m in block_linears(block).items() if layer_filter is None or layer_filter(n)}
         for group in (groups or [list(linears)]):
             unknown = [n for n in group if n not in block_linears(block)]
@@ -353,7 +452,7 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
             group = [n for n in group if n in linears]
             st: dict[str, Stats] = {}
             if stats is not None and group:
-                st = _StatsHooks({n: linears[n] for n in group}, stats, dev, share_inputs).run(block, hiddens, kw)
+                st = _StatsHooks({n: linears[n] for n in group}, stats, dev, share_inputs).run(block, hiddens, kws[i])
             if group:
                 protect(block)  # an open lessonlib.atomic.transaction can undo what compress changes
                 try:
@@ -363,7 +462,8 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
                         raise
                     raise type(e)(f"block {i} (layers {group}): {e}") from e  # name where it failed
         if i + 1 < len(blocks):
-            hiddens = run_block(block, hiddens, kw)  # inputs of block i+1, from the compressed block
+            hiddens = run_block(block, hiddens, kws[i])  # inputs of block i+1, from the compressed block
+        unroll.__exit__(None, None, None)
         block.to(home)
         report.block_seconds.append(time.perf_counter() - t0)
     report.seconds = time.perf_counter() - t_start

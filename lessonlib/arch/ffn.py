@@ -27,36 +27,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import progress_disabled
-from ..models import LayoutError, decoder_blocks, encoder_blocks, model_family
 from ..atomic import atomic
 from ..checks import finite, short
+from ..layout import block_layout, require
+from ..models import LayoutError, _is_encoder, find_block_list
+from .structure import holder_rows, replace_in, resize_linear_like, set_config_width
 
 __all__ = ["arch_kind", "arch_blocks", "shrink_linear", "linear_from", "lm_loss", "shrink_ffn_tensors", "weight_norm_scores",
            "ffn_modules", "ffn_neuron_scores", "keep_top_neurons", "prune_ffn_neurons", "FFN_METHODS"]
 
-_LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
-_BERT_LIKE = ("bert", "roberta")
 FFN_METHODS = ("activation", "weight", "taylor")
 
 
 # ----------------------------------------------------------------------------- shared helpers
 def arch_kind(model: nn.Module) -> str:
-    """``"llama"`` for LLaMA-style decoders (q/k/v/o, gate/up/down), ``"bert"`` for BERT encoders."""
+    """``"llama"`` for any causal decoder lessonlib finds a block layout in, ``"bert"`` for encoders."""
     try:
-        fam = model_family(model)
+        _, blocks = find_block_list(model)
     except LayoutError as e:
-        raise ValueError(f"unknown model family: {e}") from None
-    if fam in _LLAMA_LIKE:
-        return "llama"
-    if fam in _BERT_LIKE:
-        return "bert"
-    raise ValueError(f"model family {fam!r} is not supported by lessonlib.arch; "
-                     f"allowed: {list(_LLAMA_LIKE + _BERT_LIKE)}")
+        raise ValueError(f"unknown model layout: {e}") from None
+    return "bert" if _is_encoder(model, blocks) else "llama"
 
 
 def arch_blocks(model: nn.Module) -> nn.ModuleList:
-    """The transformer blocks of a supported decoder or encoder."""
-    return decoder_blocks(model) if arch_kind(model) == "llama" else encoder_blocks(model)
+    """The transformer blocks of a decoder or encoder (found from the module structure)."""
+    return find_block_list(model)[1]
 
 
 def _as_index(idx, n: int, what: str) -> torch.Tensor:
@@ -161,13 +156,19 @@ def keep_top_neurons(scores: torch.Tensor, keep: int | float) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- model-level
-def ffn_modules(block: nn.Module, kind: str) -> tuple[nn.Module, list[str], str]:
-    """``(parent, [input projection names], output projection name)`` of a block's FFN."""
-    if kind == "llama":
-        return block.mlp, ["gate_proj", "up_proj"], "down_proj"
-    if kind == "bert":
-        return block, ["intermediate.dense"], "output.dense"
-    raise ValueError(f"unknown kind {kind!r}; allowed 'llama', 'bert'")
+def ffn_modules(block: nn.Module, kind: str | None = None, model: nn.Module | None = None
+                ) -> tuple[nn.Module, list[str], str]:
+    """``(block, [input projection layer names], output projection name)`` of a block's FFN (any layout).
+
+    A fused ``gate_up`` layer is listed once.  ``kind`` is accepted for compatibility and not needed.
+    """
+    if model is None:
+        raise ValueError("ffn_modules needs the model (its config gives the hidden width)")
+    lay = block_layout(model, block)
+    if lay.mlp_out is None:
+        raise ValueError(f"no MLP found in {type(block).__name__}: {lay.problems or lay.experts}")
+    ins = list(dict.fromkeys(p.name for p in lay.mlp_in))
+    return block, ins, lay.mlp_out.name
 
 
 def _get(mod: nn.Module, path: str) -> nn.Module:
@@ -193,12 +194,12 @@ def ffn_neuron_scores(model: nn.Module, method: str = "activation", batches: tor
     """
     if method not in FFN_METHODS:
         raise ValueError(f"unknown method {method!r}; allowed {FFN_METHODS}")
+    require(model, "ffn")
     kind = arch_kind(model)
     blocks = arch_blocks(model)
-    parts = [ffn_modules(b, kind) for b in blocks]
+    lays = [block_layout(model, b) for b in blocks]
     if method == "weight":
-        return [weight_norm_scores([_get(p, n).weight.data for n in ins], _get(p, out).weight.data)
-                for p, ins, out in parts]
+        return [weight_norm_scores([p.weight() for p in L.mlp_in], L.mlp_out.weight()) for L in lays]
     _check_batches(batches)
     if method == "taylor" and loss_fn is None:
         if kind != "llama":
@@ -221,8 +222,8 @@ def ffn_neuron_scores(model: nn.Module, method: str = "activation", batches: tor
                 a.register_hook(grad_hook)
         return fn
 
-    for i, (p, _ins, out) in enumerate(parts):
-        handles.append(_get(p, out).register_forward_pre_hook(hook(i)))
+    for i, L in enumerate(lays):
+        handles.append(L.mlp_out.module.register_forward_pre_hook(hook(i)))
     was_training = model.training
     model.eval()
     try:
@@ -256,27 +257,28 @@ def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor] | list[tor
     otherwise a warning says the config cannot describe per-block widths (``lessonlib.arch.reload.load_pruned``
     reloads such a model from its saved shapes).
     """
-    kind = arch_kind(model)
+    require(model, "ffn")
     blocks = arch_blocks(model)
     keep = dict(enumerate(keep)) if isinstance(keep, (list, tuple)) else dict(keep)
     for i in keep:
         if not isinstance(i, int) or not 0 <= i < len(blocks):
             raise ValueError(f"block index {i!r} out of range; allowed 0..{len(blocks) - 1}")
+    old = block_layout(model, blocks[0]).mlp_out.weight().shape[1]
     for i, idx in keep.items():
-        parent, ins, out = ffn_modules(blocks[i], kind)
-        lin_in = [_get(parent, n) for n in ins]
-        lin_out = _get(parent, out)
-        w_in, b_in, w_out = shrink_ffn_tensors([m.weight.data for m in lin_in],
-                                               [None if m.bias is None else m.bias.data for m in lin_in],
-                                               lin_out.weight.data, idx)
-        for n, m, w, b in zip(ins, lin_in, w_in, b_in):
-            _set(parent, n, linear_from(w, b, m))
-        _set(parent, out, linear_from(w_out, lin_out.bias, lin_out))
-        if hasattr(parent, "intermediate_size"):  # LlamaMLP keeps its width as an attribute
-            parent.intermediate_size = w_out.shape[1]
-    widths = {_get(*ffn_modules(b, kind)[::2]).weight.shape[1] for b in blocks}
+        L = block_layout(model, blocks[i])
+        d_ff = L.mlp_out.weight().shape[1]
+        idx = _as_index(idx, d_ff, "neuron")
+        if idx.numel() == 0:
+            raise ValueError("keep is empty: an FFN needs at least one neuron")
+        for name, rows in holder_rows(L.mlp_in, [idx] * len(L.mlp_in)).items():  # (k, d) rows of each input
+            replace_in(blocks[i], name, resize_linear_like(blocks[i].get_submodule(name), rows=rows))
+        replace_in(blocks[i], L.mlp_out.name, resize_linear_like(L.mlp_out.module, cols=idx))  # (d, k)
+        for m in blocks[i].modules():  # MLP modules that keep their width as an attribute
+            if getattr(m, "intermediate_size", None) == d_ff:
+                m.intermediate_size = idx.numel()
+    widths = {block_layout(model, b).mlp_out.weight().shape[1] for b in blocks}
     if len(widths) == 1:
-        model.config.intermediate_size = widths.pop()
+        set_config_width(model.config, old, widths.pop())
     else:
         warnings.warn(f"FFN widths now differ across blocks ({sorted(widths)}): config.intermediate_size cannot "
                       "describe them, so from_pretrained will not reload this model; reload it with "

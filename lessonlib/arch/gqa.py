@@ -16,8 +16,10 @@ from torch import nn
 
 from ..evaluate import kv_cache_bytes_per_token, perplexity
 from ..models import decoder_blocks
-from .ffn import arch_kind, linear_from
 from ..atomic import atomic
+from ..layout import block_layout, require
+from .ffn import linear_from
+from .structure import replace_in, set_attention_counts
 
 __all__ = ["mean_pool_heads", "convert_to_gqa", "kv_cache_report", "gqa_quality"]
 
@@ -51,26 +53,24 @@ def convert_to_gqa(model: nn.Module, num_kv_heads: int) -> nn.Module:
     3 -> 1 is multi-query attention).  Updates ``num_key_value_groups`` of each attention module and
     ``config.num_key_value_heads``.
     """
-    if arch_kind(model) != "llama":
-        raise ValueError("convert_to_gqa needs a LLaMA-style decoder")
+    require(model, "gqa")
     cfg = model.config
-    n_q, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    if not isinstance(num_kv_heads, int) or num_kv_heads < 1 or n_kv % num_kv_heads:
+    lays = [block_layout(model, b) for b in decoder_blocks(model)]
+    n_q, n_kv = lays[0].n_heads, lays[0].n_kv
+    if not isinstance(num_kv_heads, int) or isinstance(num_kv_heads, bool) or num_kv_heads < 1 or n_kv % num_kv_heads:
         raise ValueError(f"num_kv_heads={num_kv_heads!r} must be a positive divisor of the current "
                          f"{n_kv} KV heads")
-    for block in decoder_blocks(model):
-        a = block.self_attn
-        cur = a.k_proj.out_features // a.head_dim
-        if cur != n_kv or a.q_proj.out_features // a.head_dim != n_q:
-            raise ValueError("the blocks' head counts differ from the config (heads were pruned unevenly); "
-                             "convert_to_gqa needs every block to match the config")
-        for name in ("k_proj", "v_proj"):
-            lin = getattr(a, name)
-            W, b = mean_pool_heads(lin.weight.data, None if lin.bias is None else lin.bias.data, n_kv, num_kv_heads)
-            setattr(a, name, linear_from(W, b, lin))
-        a.num_key_value_groups = n_q // num_kv_heads
-    cfg.head_dim = decoder_blocks(model)[0].self_attn.head_dim
-    cfg.num_key_value_heads = num_kv_heads
+    if any((L.n_heads, L.n_kv) != (n_q, n_kv) for L in lays):
+        raise ValueError("the blocks' head counts differ (heads were pruned unevenly); "
+                         "convert_to_gqa needs every block to have the same head counts")
+    for block, L in zip(decoder_blocks(model), lays):
+        for p in (L.k, L.v):
+            lin = p.module
+            W, b = mean_pool_heads(p.weight(), None if lin.bias is None else lin.bias.data, n_kv, num_kv_heads)
+            replace_in(block, p.name, linear_from(W, b, lin))
+        set_attention_counts(block.get_submodule(L.attn), n_q, num_kv_heads, L.head_dim)
+    cfg.head_dim = lays[0].head_dim
+    cfg.num_attention_heads, cfg.num_key_value_heads = n_q, num_kv_heads
     return model
 
 

@@ -26,8 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import progress_disabled
-from .ffn import _as_index, _check_batches, arch_blocks, arch_kind, lm_loss, shrink_linear
 from ..atomic import atomic
+from ..layout import block_layout, require
+from .ffn import _as_index, _check_batches, arch_blocks, arch_kind, lm_loss
+from .structure import holder_rows, replace_in, resize_linear_like, set_attention_counts
 
 __all__ = ["head_channels", "attention_entropy", "plan_head_removal", "plan_group_removal", "head_counts",
            "head_importance", "lowest_heads", "prune_heads", "prune_kv_groups", "HEAD_METHODS"]
@@ -88,49 +90,35 @@ def plan_group_removal(n_q: int, n_kv: int, groups: list[int]) -> tuple[torch.Te
 
 
 # ----------------------------------------------------------------------------- model-level helpers
-def _attn_parts(block: nn.Module, kind: str):
-    """(attention module, [Q, K, V] Linears, output Linear's parent, its attribute name, head_dim)."""
-    if kind == "llama":
-        a = block.self_attn
-        return a, [a.q_proj, a.k_proj, a.v_proj], a, "o_proj", a.head_dim
-    a = block.attention.self
-    return a, [a.query, a.key, a.value], block.attention.output, "dense", a.attention_head_size
-
-
 def head_counts(model: nn.Module) -> list[tuple[int, int]]:
-    """``(query heads, KV heads)`` of every block, read from the weight shapes."""
-    kind = arch_kind(model)
-    out = []
-    for b in arch_blocks(model):
-        _a, (q, k, _v), _p, _n, d = _attn_parts(b, kind)
-        out.append((q.out_features // d, k.out_features // d))
-    return out
+    """``(query heads, KV heads)`` of every block, read from the weight shapes (any layout)."""
+    return [(L.n_heads, L.n_kv) for L in (block_layout(model, b) for b in arch_blocks(model))]
 
 
 def _apply(model: nn.Module, plans: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
-    kind = arch_kind(model)
     blocks = arch_blocks(model)
     for i, (keep_q, keep_kv) in plans.items():
-        a, (q, k, v), parent, oname, d = _attn_parts(blocks[i], kind)
+        L = block_layout(model, blocks[i])
+        d = L.head_dim
         cq, ckv = head_channels(keep_q, d), head_channels(keep_kv, d)
-        names = ("q_proj", "k_proj", "v_proj") if kind == "llama" else ("query", "key", "value")
-        for name, lin, ch in zip(names, (q, k, v), (cq, ckv, ckv)):
-            setattr(a, name, shrink_linear(lin, ch, dim=0))  # (heads' * d, C)
-        setattr(parent, oname, shrink_linear(getattr(parent, oname), cq, dim=1))  # (C, heads' * d)
-        if kind == "llama":
-            a.num_key_value_groups = len(keep_q) // len(keep_kv)
-        else:
-            a.num_attention_heads, a.all_head_size = len(keep_q), len(keep_q) * d
+        for name, rows in holder_rows([L.q, L.k, L.v], [cq, ckv, ckv]).items():  # (heads' * d, C)
+            replace_in(blocks[i], name, resize_linear_like(blocks[i].get_submodule(name), rows=rows))
+        replace_in(blocks[i], L.o.name, resize_linear_like(L.o.module, cols=cq))  # (C, heads' * d)
+        set_attention_counts(blocks[i].get_submodule(L.attn), len(keep_q), len(keep_kv), d)
     counts = set(head_counts(model))
     cfg = model.config
-    if kind == "llama" and len(counts) == 1:
+    explicit = hasattr(cfg, "head_dim") and arch_kind(model) == "llama"  # the attention reads config.head_dim
+    if explicit and len(counts) == 1:
         nq, nkv = counts.pop()
-        cfg.head_dim = _attn_parts(blocks[0], kind)[4]  # explicit, since hidden_size / heads changes
-        cfg.num_attention_heads, cfg.num_key_value_heads = nq, nkv
-    elif kind == "llama":
-        warnings.warn(f"head counts now differ across blocks ({sorted(counts)}): the config cannot describe "
-                      "them, so from_pretrained will not reload this model; reload it with "
-                      "lessonlib.arch.reload.load_pruned (or prune every block alike)", stacklevel=3)
+        cfg.head_dim = block_layout(model, blocks[0]).head_dim  # explicit, since hidden_size / heads changes
+        cfg.num_attention_heads = nq
+        if hasattr(cfg, "num_key_value_heads"):
+            cfg.num_key_value_heads = nkv
+    elif arch_kind(model) == "llama":
+        why = (f"head counts now differ across blocks ({sorted(counts)})" if len(counts) > 1 else
+               f"{type(cfg).__name__} derives the head width from hidden_size / heads")
+        warnings.warn(f"{why}: the config cannot describe them, so from_pretrained will not reload this model; "
+                      "reload it with lessonlib.arch.reload.load_pruned (or prune every block alike)", stacklevel=3)
     return model
 
 
@@ -149,6 +137,7 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
     In place; returns the model.  See ``plan_head_removal`` for the GQA rule.  LLaMA configs get the new
     ``num_attention_heads`` / ``num_key_value_heads`` (and an explicit ``head_dim``) when all blocks agree.
     """
+    require(model, "heads")
     kind = arch_kind(model)
     _check_layers(model, heads)
     counts = head_counts(model)
@@ -165,8 +154,9 @@ def prune_heads(model: nn.Module, heads: dict[int, list[int]]) -> nn.Module:
 @atomic
 def prune_kv_groups(model: nn.Module, groups: dict[int, list[int]]) -> nn.Module:
     """Remove whole KV groups (a KV head and all the query heads it serves) from a LLaMA-style decoder."""
+    require(model, "heads")
     if arch_kind(model) != "llama":
-        raise ValueError("prune_kv_groups needs a LLaMA-style decoder (KV groups); for BERT use prune_heads")
+        raise ValueError("prune_kv_groups needs a decoder with KV groups (LLaMA-style, OPT, GPT-2, ...); for BERT use prune_heads")
     _check_layers(model, groups)
     counts = head_counts(model)
     return _apply(model, {i: plan_group_removal(*counts[i], list(g)) for i, g in groups.items() if len(g)})
@@ -211,12 +201,13 @@ def head_importance(model: nn.Module, batches: torch.Tensor, method: str = "grad
     masks = [torch.ones(n_q, device=dev, requires_grad=True) for n_q in (s.numel() for s in scores)]
     handles = []
     for i, b in enumerate(blocks):
-        _a, _qkv, parent, oname, d = _attn_parts(b, kind)
+        L = block_layout(model, b)
+        d = L.head_dim
 
         def pre(_m, args, xi=masks[i], d=d):
             x = args[0]  # (B, T, n_q * d): the heads' outputs, concatenated
             return (x * xi.repeat_interleave(d).to(x.dtype),) + tuple(args[1:])
-        handles.append(getattr(parent, oname).register_forward_pre_hook(pre))
+        handles.append(L.o.module.register_forward_pre_hook(pre))
     try:
         for n in tqdm(range(batches.shape[0]), desc="head saliency", disable=progress_disabled(), leave=False):
             for xi in masks:

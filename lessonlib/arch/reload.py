@@ -4,9 +4,10 @@ A Hugging Face config holds one ``num_attention_heads``, ``num_key_value_heads``
 every block, so ``from_pretrained`` cannot rebuild a model where block 3 kept 6 heads and block 7 kept 9: the
 saved tensors do not fit the shapes the config describes.  ``save_pretrained`` still writes every tensor
 with its real shape, and the shapes are all that is needed: ``load_pruned`` builds the model from its config,
-replaces every ``nn.Linear`` whose saved weight has another shape by one of the saved shape, sets the few
-per-module head counts the attention code reads (``num_key_value_groups`` of a LLaMA attention, the head
-count of a BERT self-attention, the width of a LLaMA MLP) and loads the state dict strictly.  Uniformly
+replaces every linear layer whose saved weight has another shape by one of its class in the saved shape (and
+a layer saved as two low-rank factors ``name.0`` / ``name.1`` by that ``Linear -> Linear`` pair, as
+``lessonlib.lowrank.lowrank_model`` builds it), sets the per-module head counts the attention code reads
+(found from the block layout, ``lessonlib.layout``) and the MLP widths, and loads the state dict strictly.  Uniformly
 pruned models (which ``from_pretrained`` reloads) load the same way.
 """
 from __future__ import annotations
@@ -17,6 +18,11 @@ import os
 import torch
 from torch import nn
 
+from ..layout import block_layout
+from ..lowrank.svd import low_rank_linear
+from ..models import _is_conv1d, find_block_list, is_linear_like
+from .structure import set_attention_counts
+
 __all__ = ["load_pruned"]
 
 
@@ -25,17 +31,52 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 
 
+def _shaped_like(module: nn.Module, saved: torch.Tensor, bias: bool) -> nn.Module:
+    """A layer of ``module``'s class whose weight has the saved shape (Linear (out, in), Conv1D (in, out))."""
+    new = module.__class__.__new__(module.__class__)
+    new.__dict__ = module.__dict__.copy()
+    new._parameters, new._buffers, new._modules = dict(module._parameters), dict(module._buffers), dict(module._modules)
+    new.weight = nn.Parameter(torch.empty(saved.shape, dtype=module.weight.dtype))
+    conv = _is_conv1d(module)
+    n_out = saved.shape[1] if conv else saved.shape[0]
+    new.bias = nn.Parameter(torch.empty(n_out, dtype=module.weight.dtype)) if bias else None
+    if conv:
+        new.nx, new.nf = saved.shape
+    else:
+        new.out_features, new.in_features = saved.shape
+    return new
+
+
 def _fix_head_counts(model: nn.Module) -> None:
-    """Re-derive the per-module head bookkeeping from the (possibly reshaped) projections."""
-    for m in model.modules():
-        if all(hasattr(m, a) for a in ("q_proj", "k_proj", "head_dim")):  # LLaMA-style attention
-            n_q, n_kv = m.q_proj.out_features // m.head_dim, m.k_proj.out_features // m.head_dim
-            m.num_key_value_groups = n_q // n_kv
-        if all(hasattr(m, a) for a in ("query", "key", "attention_head_size")):  # BERT self-attention
-            m.num_attention_heads = m.query.out_features // m.attention_head_size
-            m.all_head_size = m.query.out_features
-        if all(hasattr(m, a) for a in ("down_proj", "intermediate_size")):  # LLaMA MLP
-            m.intermediate_size = m.down_proj.in_features
+    """Re-derive the per-module head bookkeeping and MLP widths from the (possibly reshaped) projections."""
+    for block in find_block_list(model)[1]:
+        lay = block_layout(model, block)
+        if lay.attn is not None and lay.q is not None and lay.k is not None and lay.head_dim:
+            set_attention_counts(block.get_submodule(lay.attn), lay.n_heads, lay.n_kv, lay.head_dim)
+        if lay.mlp_out is not None:
+            for m in block.modules():
+                if isinstance(getattr(m, "intermediate_size", None), int) and m is not block:
+                    m.intermediate_size = lay.mlp_out.weight().shape[1]
+
+
+def _rename_saved_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Apply transformers' own checkpoint renamings (e.g. GPT-NeoX saves ``lm_head`` as ``embed_out``)."""
+    import re
+
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+        renames = [(t.source_patterns[0], t.target_patterns[0]) for t in get_model_conversion_mapping(model)
+                   if type(t) is WeightRenaming and len(t.source_patterns) == 1 and len(t.target_patterns) == 1]
+    except (ImportError, AttributeError, TypeError):  # older transformers: names are saved as they are
+        renames = []
+    own = set(model.state_dict())
+    for k in [k for k in state if k not in own]:
+        for src, dst in renames:
+            k2 = re.sub(src, dst, k)
+            if k2 != k and k2 in own:
+                state[k2] = state.pop(k)
+                break
 
 
 @torch.no_grad()
@@ -65,22 +106,38 @@ def load_pruned(path: str, device: str | torch.device = "cpu") -> nn.Module:
             state.update(load_file(f))
         except Exception as e:  # safetensors' own errors name neither the file nor what to do
             raise ValueError(f"{f}: not a readable safetensors file ({type(e).__name__}: {str(e)[:200]})") from e
-    model = cls(cfg)
-    for name, lin in list(model.named_modules()):
-        w = state.get(f"{name}.weight")
-        if isinstance(lin, nn.Linear) and w is not None and tuple(w.shape) != tuple(lin.weight.shape):
-            out_f, in_f = w.shape  # (out, in) as saved
-            _replace(model, name, nn.Linear(in_f, out_f, bias=f"{name}.bias" in state))
-    _fix_head_counts(model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise ValueError(f"saved tensors {unexpected[:5]} have no place in a {cls.__name__}")
-    model.tie_weights()
-    own = model.state_dict()
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    untied = [k for k in missing if own[k].data_ptr() not in loaded]
-    if untied:
-        raise ValueError(f"tensors {untied[:5]} are missing from {path!r} and are not tied to a saved one")
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    # transformers loads every tensor whose shape fits (and converts legacy layouts, e.g. per-expert MoE
+    # weights into 3-D tensors); the layers it could not fill are rebuilt from the saved shapes below
+    import logging
+    lg = logging.getLogger("transformers.modeling_utils")
+    level = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        model = cls.from_pretrained(path, dtype=dtype, ignore_mismatched_sizes=True)
+    finally:
+        lg.setLevel(level)
+    _rename_saved_keys(model, state)
+    fixed = 0
+    for name, lin in list(model.named_modules()):
+        if not is_linear_like(lin):
+            continue
+        w = state.get(f"{name}.weight")
+        a, b = state.get(f"{name}.0.weight"), state.get(f"{name}.1.weight")
+        if w is None and a is not None and b is not None:  # factorised by lessonlib.lowrank: Linear -> Linear
+            _replace(model, name, low_rank_linear(a, b, state.get(f"{name}.1.bias")))
+            fixed += 1
+        elif w is not None and tuple(w.shape) != tuple(lin.weight.shape):
+            new = _shaped_like(lin, w, f"{name}.bias" in state)
+            new.weight.data = w.to(dtype)
+            if f"{name}.bias" in state:
+                new.bias.data = state[f"{name}.bias"].to(dtype)
+            _replace(model, name, new)
+            fixed += 1
+    _fix_head_counts(model)
+    own = model.state_dict()
+    wrong = [k for k, t in state.items() if k in own and not torch.equal(own[k].cpu(), t.to(own[k].dtype))]
+    if wrong:
+        raise ValueError(f"saved tensors {wrong[:5]} did not load into the rebuilt {cls.__name__}")
     return model.to(device=device, dtype=dtype).eval()

@@ -87,7 +87,7 @@ def mask_ffn_unstructured(model: nn.Module, sparsity: float) -> int:
     kind = arch_kind(model)
     nnz = 0
     for block in arch_blocks(model):
-        parent, ins, out = ffn_modules(block, kind)
+        parent, ins, out = ffn_modules(block, kind, model)
         for name in (*ins, out):
             lin = parent.get_submodule(name)
             lin.weight.mul_(magnitude_mask(lin.weight, sparsity).to(lin.weight.dtype))  # (out, in)
@@ -100,7 +100,7 @@ def ffn_weights(model: nn.Module) -> int:
     kind = arch_kind(model)
     total = 0
     for block in arch_blocks(model):
-        parent, ins, out = ffn_modules(block, kind)
+        parent, ins, out = ffn_modules(block, kind, model)
         total += sum(parent.get_submodule(n).weight.numel() for n in (*ins, out))
     return total
 

@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from ..calib import HessianStats, capture_block_inputs, run_block
+from ..calib import HessianStats, capture_calibration, run_block
 from ..data import load_reviews
 from ..evaluate import measure_latency, perplexity
 from ..lottery.imp import LeNet300100, accuracy_of, mnist_splits, prunable_weights, train_masked
@@ -73,9 +73,10 @@ def block_stats(model: nn.Module, calib: torch.Tensor, block: int = 0, stats=Hes
     blocks = decoder_blocks(model)
     if not 0 <= block < len(blocks):
         raise ValueError(f"block={block} is outside 0..{len(blocks) - 1}")
-    hiddens, kw = capture_block_inputs(model, calib, "cpu")
+    hiddens, kws = capture_calibration(model, calib, "cpu")
+    kw = kws[block]
     for i in range(block):
-        hiddens = run_block(blocks[i], hiddens, kw)
+        hiddens = run_block(blocks[i], hiddens, kws[i])
     linears = block_linears(blocks[block])
     st = {n: stats(get_weight(m).shape[1], "cpu") for n, m in linears.items()}
     handles = [m.register_forward_hook(lambda _m, inp, _o, s=st[n]: s.add(inp[0].detach())) for n, m in linears.items()]

@@ -193,6 +193,8 @@ def lowrank_model(model: nn.Module, energy: float | None = 0.9, rank_fn: Callabl
     """
     if rank_fn is None and energy is None:
         raise ValueError("give energy= or rank_fn=")
+    from ..layout import require
+    require(model, "svd")  # encoders, MoE expert tensors: refused, never skipped silently
     pick = rank_fn or (lambda s: rank_from_energy(s, energy))
     report: dict[str, dict[str, int]] = {}
 

@@ -193,6 +193,6 @@ def compress(model: nn.Module, recipe: dict | list | str | Recipe, tokenizer=Non
         try:
             model, info = run_stage(model, st, ctx)
         except ValueError as e:
-            raise ValueError(f"stage {i} ({st.label}) of recipe {rec.name!r}: {e}") from e
+            raise type(e)(f"stage {i} ({st.label}) of recipe {rec.name!r}: {e}") from e  # keeps UnsupportedError
         report.rows.append(record(st.label, dict(st.params), time.perf_counter() - t0, info))
     return model.eval(), report

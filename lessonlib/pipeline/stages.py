@@ -25,7 +25,8 @@ from ..config import Profile
 from ..distill import DistillConfig, distill
 from ..distill.lm_task import CachedTeacher, lm_student
 from ..lowrank import lowrank_model
-from ..models import decoder_blocks, get_weight, set_weight
+from ..layout import require
+from ..models import decoder_blocks, get_weight, is_linear_like, set_weight
 from ..prune import magnitude_prune_model, sparsegpt_prune_model, wanda_prune_model
 from ..quant import (QuantScheme, awq_quantize_model, compute_qparams, fake_quant, gptq_quantize_model,
                      rtn_quantize_model)
@@ -54,7 +55,7 @@ class StageContext:
 def block_linear_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer inside the decoder blocks, by fully qualified name (the layers stages compress)."""
     inside = {id(m) for b in decoder_blocks(model) for m in b.modules()}
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside}
+    return {n: m for n, m in model.named_modules() if is_linear_like(m) and id(m) in inside}
 
 
 def _scheme(p: dict) -> QuantScheme:
@@ -179,10 +180,10 @@ def _quantize(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module
                          optimizer="adam", seed=ctx.seed, filter_fn=lambda m, n: n in mods)
         for n in mods:
             m = model.get_submodule(n)
-            lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
-                            dtype=m.weight.dtype)
+            w = get_weight(m)  # (out, in), also for GPT-2's Conv1D
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None, device=w.device, dtype=w.dtype)
             with torch.no_grad():
-                lin.weight.copy_(fake_quant(m.weight.data, scheme))
+                lin.weight.copy_(fake_quant(w, scheme))
                 if m.bias is not None:
                     lin.bias.copy_(m.bias)
             setattr(lin, SPARSE_ATTR, n in masks)  # prepare_qat built new modules: restore the flag
@@ -326,6 +327,7 @@ _RUNNERS = {"distill": _distill, "quantize": _quantize, "factorise": _factorise,
 
 def run_stage(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
     """Apply one validated stage; returns the (possibly new) model and a dict of what the stage did."""
+    require(model, "pipeline")  # e.g. MoE experts that no stage would compress are refused, not skipped
     if st.stage == "prune":
         fn = _structured if st.method in ("heads", "ffn", "depth") else _unstructured
     else:

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..experts import unrolled_model_experts
 from ..models import get_weight, set_weight
 from .masks import (apply_mask, check_sparsity, model_linears, n_to_prune, nm_mask, prune_lowest, register_mask,
                     resolve_sparsity)
@@ -90,7 +91,12 @@ def magnitude_prune_model(model: nn.Module, sparsity: float, prune_n: int = 0, p
         raise ValueError(f"scope={scope!r}; choose one of {_SCOPES}")
     if prune_n and scope != "layer":
         raise ValueError(f"N:M pruning is per matrix; use scope='layer', not {scope!r}")
-    layers = model_linears(model)
+    with unrolled_model_experts(model):  # MoE: every expert's slice too
+        return _magnitude_prune(model_linears(model), sparsity, prune_n, prune_m, scope)
+
+
+def _magnitude_prune(layers: dict[str, nn.Module], sparsity: float, prune_n: int, prune_m: int,
+                     scope: str) -> dict[str, torch.Tensor]:
     if scope == "global":
         masks = global_magnitude_masks({n: get_weight(m) for n, m in layers.items()}, sparsity)
     elif scope == "row":

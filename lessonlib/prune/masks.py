@@ -249,6 +249,8 @@ def remove_mask(module: nn.Module) -> torch.Tensor:
 # ----------------------------------------------------------------------------- model-level report
 def model_linears(model: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer of the transformer blocks as ``{"<block>.<name>": module}`` (decoder or encoder)."""
+    from ..layout import check_coverage
+    check_coverage(model, "pruning the blocks' linear layers")
     try:
         blocks = decoder_blocks(model)
     except LayoutError:

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..calib import InputSampleStats, run_sequential
+from ..calib import ModuleNames, InputSampleStats, run_sequential
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, check_finite, fake_quant
 from ..atomic import atomic
@@ -145,7 +145,7 @@ def awq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: Qu
     """AWQ on every decoder-block linear, block by block; writes the effective weights Q(W s)/s in place
     (fake quantization, one scale per layer; ``awq_fold.awq_fold_model`` shares and folds the scales so
     that the model can be packed)."""
-    fqn = {id(m): n for n, m in model.named_modules()}
+    fqn = ModuleNames(model)  # also names MoE experts' per-expert views
     results: dict[str, AWQResult] = {}
 
     def compress(_i: int, block: nn.Module, stats: dict[str, InputSampleStats]) -> None:

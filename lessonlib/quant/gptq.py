@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..calib import HessianStats, run_sequential
+from ..calib import ModuleNames, HessianStats, run_sequential
 from ..hessian import damped_inverse, prepare_layer
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, all_finite, compute_qparams, dequantize
@@ -252,7 +252,7 @@ def gptq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: Q
     once, and are quantized as one row-stacked matrix (``split_rows``): the same result per row, with
     fewer Hessian products, factorisations and column steps.
     """
-    fqn = {id(m): n for n, m in model.named_modules()}
+    fqn = ModuleNames(model)  # also names MoE experts' per-expert views
     results: dict[str, GPTQResult] = {}
     stack = stack_shared and scheme.group_size != 0  # a per-tensor grid couples the rows
 

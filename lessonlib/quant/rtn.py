@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..experts import unrolled_model_experts
+from ..layout import check_coverage, check_no_experts
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, QuantizedWeight, fake_quant, quantize
 from .qlinear import WeightOnlyConfig, default_filter, is_linear_like, quantize_
@@ -34,17 +36,21 @@ def rtn_quantize_model(model: nn.Module, scheme: QuantScheme, pack: bool = False
     layers: for accuracy studies); ``pack=True`` swaps in ``QuantLinear`` layers holding packed codes.
     Returns each layer's relative weight error ||W - W_hat||_F / ||W||_F by fully qualified name.
     """
+    check_coverage(model, "pack" if pack else "rtn")  # tensors no layer holds: refused, not skipped
+    if pack:
+        check_no_experts(model, "pack")
     keep = filter_fn or default_filter
-    targets = {n: m for n, m in model.named_modules() if is_linear_like(m) and keep(m, n)}
-    if not targets:
-        raise ValueError("rtn_quantize_model selected no linear layer; check filter_fn")
     errors = {}
-    for n, m in targets.items():
-        w = get_weight(m)  # (out, in)
-        wq = fake_quant(w, scheme)
-        errors[n] = float((w.float() - wq.float()).norm() / w.float().norm().clamp_min(1e-30))
-        if not pack:
-            set_weight(m, wq)
+    with unrolled_model_experts(model):  # MoE: each expert's 3-D slice as an nn.Linear view, quantized too
+        targets = {n: m for n, m in model.named_modules() if is_linear_like(m) and keep(m, n)}
+        if not targets:
+            raise ValueError("rtn_quantize_model selected no linear layer; check filter_fn")
+        for n, m in targets.items():
+            w = get_weight(m)  # (out, in)
+            wq = fake_quant(w, scheme)
+            errors[n] = float((w.float() - wq.float()).norm() / w.float().norm().clamp_min(1e-30))
+            if not pack:
+                set_weight(m, wq)
     if pack:
         quantize_(model, WeightOnlyConfig(scheme, scale_dtype), filter_fn=lambda m, n: n in targets)
     return errors
