@@ -35,15 +35,16 @@ def test_timings_records_runs_changed_and_table(tmp_path):
     t = _tool("timings")
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _notebook(nbs / "00_tiny.ipynb", "import os\nassert os.environ['LESSONLIB_PROFILE'] == 'ci'\nx = 1")
+    _notebook(nbs / "00_tiny.ipynb", "import os, time\nassert os.environ['LESSONLIB_PROFILE'] == 'ci'\ntime.sleep(0.2)")
     _notebook(nbs / "01_other.ipynb", "y = 2")
-    js, md = tmp_path / "t.json", tmp_path / "t.md"
-    args = ["--profile", "ci", "--dir", str(nbs), "--json", str(js), "--md", str(md)]
+    js, md, readme = tmp_path / "t.json", tmp_path / "t.md", tmp_path / "README.md"
+    readme.write_text("# R\n\n<!-- timings:begin x -->\nSTALE\n<!-- timings:end -->\nafter\n")
+    args = ["--profile", "ci", "--dir", str(nbs), "--json", str(js), "--md", str(md), "--readme", str(readme)]
     assert t.main(args + ["00"]) == 0  # a subset by prefix: only 00 runs (in a kernel, under the profile)
     data = json.loads(js.read_text())
     row = data["profiles"]["ci"]["00_tiny"]
     assert set(data["profiles"]["ci"]) == {"00_tiny"} and "cores" in data["machine"] and "contended" in data["note"]
-    assert 0 < row["max_cell_seconds"] <= row["seconds"] and row["sha"] == t.source_sha(str(nbs / "00_tiny.ipynb"))
+    assert 0.2 <= row["max_cell_seconds"] <= row["seconds"] and row["sha"] == t.source_sha(str(nbs / "00_tiny.ipynb"))
     assert {"date", "commit"} <= set(row)
     # --changed: 00 is current and skipped, 01 has no record and runs; then editing 00's source re-runs it
     row["seconds"] = 999.0
@@ -56,6 +57,8 @@ def test_timings_records_runs_changed_and_table(tmp_path):
     assert json.loads(js.read_text())["profiles"]["ci"]["00_tiny"]["seconds"] < 999.0
     table = md.read_text()  # written from the JSON as it was then: 00 over the 2-minute ci budget, flagged
     assert "| 00_tiny | **16.6 (" in table and "⚠" in table and "| 01_other |" in table
+    text = readme.read_text()  # the README's block now holds the same table, the rest is kept
+    assert "STALE" not in text and "| 00_tiny | **16.6 (" in text and text.endswith("<!-- timings:end -->\nafter\n")
     with pytest.raises(ValueError, match="no notebook matches '99'"):
         t.main(args + ["99"])
 

@@ -169,6 +169,25 @@ def table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def embed(readme: str, md: str) -> bool:
+    """Replace the block between ``<!-- timings:begin`` and ``<!-- timings:end -->`` in ``readme`` with the
+    table part of ``md`` (from its first ``|`` line); False when the README has no such markers."""
+    if not os.path.isfile(readme):
+        return False
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    b, e = text.find("<!-- timings:begin"), text.find("<!-- timings:end -->")
+    if b < 0 or e < b:
+        return False
+    b = text.index("-->", b) + 3
+    lines = md.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    body = "\n".join(lines[first - 2:]) if first >= 2 else "\n".join(lines)  # the legend line and the table
+    with open(readme, "w", encoding="utf-8") as f:
+        f.write(text[:b] + "\n" + body.strip("\n") + "\n" + text[e:])
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="stems or prefixes (e.g. 03_gptq or 03); default: all")
@@ -178,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=os.path.join(ROOT, "notebooks"))
     ap.add_argument("--json", default=os.path.join(ROOT, "reports", "timings.json"))
     ap.add_argument("--md", default=os.path.join(ROOT, "reports", "timings.md"))
+    ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"), help="README whose timings block --table updates")
     ap.add_argument("--threads", default=os.environ.get("OMP_NUM_THREADS", "1"), help="OMP_NUM_THREADS (default 1)")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout, seconds")
     a = ap.parse_args(argv)
@@ -217,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"[timings] FAILED (not recorded): {', '.join(failed)}", flush=True)
     if a.table:
+        md = table(load(a.json))
         with open(a.md, "w") as f:
-            f.write(table(load(a.json)))
-        print(f"[timings] wrote {a.md}")
+            f.write(md)
+        print(f"[timings] wrote {a.md}" + (f" and the table in {a.readme}" if embed(a.readme, md) else ""))
     return 1 if a.profile is not None and failed else 0
 
 
