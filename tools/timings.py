@@ -218,14 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         for p in todo:
             stem = os.path.basename(p)[:-6]
             print(f"[timings] {a.profile} {stem} ...", flush=True)
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             try:
                 rec = execute(p, a.profile, a.threads, a.timeout)
             except Exception as e:  # noqa: BLE001 - a failing notebook is reported, the others still run
                 failed.append(stem)
                 print(f"[timings] {a.profile} {stem} FAILED: {type(e).__name__}: {str(e)[-300:]}", flush=True)
                 continue
-            rec.update(sha=source_sha(p), commit=rev, threads=int(a.threads), load_at_start=load,
+            rec.update(sha=source_sha(p), commit=rev, threads=int(a.threads), load_at_start=load_avg,
                        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             rows[stem] = rec
             data["machine"] = machine()
