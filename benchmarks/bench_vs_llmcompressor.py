@@ -14,12 +14,13 @@ formula), same settings on both sides:
   references) and 2:4;
 * ``lm_head`` (tied to the embeddings) and the embeddings are left alone on both sides.
 
-lessonlib runs here (``.venv``); llm-compressor runs in its own environment (``/work/peer-venv``, see
-``benchmarks/README.md``) through ``benchmarks/peer_llmcompressor.py`` as a subprocess, skipped with a
+lessonlib runs here (``.venv``); llm-compressor runs in its own environment (its Python is given by
+``--peer-python`` or the ``LLMC_PYTHON`` environment variable, see ``benchmarks/README.md``) through ``benchmarks/peer_llmcompressor.py`` as a subprocess, skipped with a
 note when that environment does not exist.  Timings are of the compression call only (calibration
 forward passes included, model loading and evaluation excluded): wall seconds and process CPU seconds
 (the latter is robust to other processes sharing the CPU).  Both sides use ``--threads`` torch threads.
 
+    export LLMC_PYTHON=$HOME/peer-venv/bin/python      # wherever you created the peer environment
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_vs_llmcompressor.py               # ci sizes, ~10 min
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_vs_llmcompressor.py --profile laptop --threads 2
 """
@@ -44,7 +45,7 @@ from lessonlib.data import calibration_batches, eval_tokens, windows
 from lessonlib.evaluate import perplexity
 from lessonlib.models import load_model
 
-PEER_PYTHON = "/work/peer-venv/bin/python"
+PEER_ENV = "LLMC_PYTHON"  # the peer environment's python; no machine path is built in
 PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_llmcompressor.py")
 # lessonlib method -> (peer method or None, track)
 METHODS = {
@@ -144,10 +145,16 @@ def run_lessonlib(methods: list[str], base, tok, calib, args) -> dict:
 def run_peer(methods: list[str], model_dir: str, data_path: str, args) -> dict | None:
     if args.no_peer:
         return None
-    if not os.path.exists(args.peer_python):
-        print(f"[peer] {args.peer_python} not found: llm-compressor side skipped (see benchmarks/README.md)",
-              file=sys.stderr)
+    if not args.peer_python:
+        msg = (f"[peer] no llm-compressor environment given: set {PEER_ENV}=/path/to/peer-venv/bin/python or pass "
+               "--peer-python (how to create it: benchmarks/README.md)")
+        if args.peer_only:
+            raise SystemExit(msg)
+        print(msg + "; llm-compressor side skipped (--no-peer silences this)", file=sys.stderr)
         return None
+    if not os.path.isfile(args.peer_python):  # given explicitly but wrong: an error, not a silent skip
+        raise SystemExit(f"[peer] --peer-python / {PEER_ENV} = {args.peer_python!r} is not a file: point it at the "
+                         "python of the llm-compressor environment (benchmarks/README.md)")
     out_json = data_path.replace(".pt", "_peer.json")
     cmd = [args.peer_python, PEER_SCRIPT, "--model-dir", model_dir, "--data", data_path, "--methods",
            ",".join(methods), "--threads", str(args.threads), "--bits", str(args.bits), "--group-size",
@@ -213,7 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--perturb", type=float, default=0.0,
                    help="noise probe: perturb lessonlib's propagated block outputs by this relative amount (e.g. 1e-7)")
     p.add_argument("--perturb-seed", type=int, default=0)
-    p.add_argument("--peer-python", default=PEER_PYTHON)
+    p.add_argument("--peer-python", default=os.environ.get(PEER_ENV),
+                   help=f"python of the llm-compressor environment (default: ${PEER_ENV})")
     p.add_argument("--no-peer", action="store_true", help="lessonlib side only")
     p.add_argument("--peer-only", action="store_true", help="llm-compressor side only (lessonlib just prepares data)")
     p.add_argument("--workdir", default=None, help="where the .pt/.json exchange files go (default: a temp dir)")

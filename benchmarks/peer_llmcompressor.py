@@ -1,12 +1,12 @@
 """Peer side of ``bench_vs_llmcompressor.py``: the same compressions done by llm-compressor.
 
-Runs INSIDE the separate peer environment (``/work/peer-venv``, llm-compressor 0.14.x pins
+Runs INSIDE the separate peer environment (``$LLMC_PYTHON``, e.g. ``~/peer-venv/bin/python``; llm-compressor 0.14.x pins
 transformers <= 5.17, so it cannot share ``.venv``); it does not import lessonlib.  The driver
 ``benchmarks/bench_vs_llmcompressor.py`` writes a ``.pt`` file holding lessonlib's calibration windows
 (``calibration_batches(tok, n, seqlen, seed=0)``, (n, T)) and evaluation windows (held-out speeches,
 non-overlapping, (W, T)) and calls
 
-    /work/peer-venv/bin/python benchmarks/peer_llmcompressor.py --model-dir DIR --data FILE.pt --json OUT.json
+    $LLMC_PYTHON benchmarks/peer_llmcompressor.py --model-dir DIR --data FILE.pt --json OUT.json
 
 For every method it loads a fresh copy of the model folder (the safetensors checkpoint lessonlib
 materialises under ``~/.cache/lessonlib/models/``), runs ``llmcompressor.oneshot`` with exactly those

@@ -119,7 +119,12 @@ def test_shared_inputs_share_one_statistics_object_with_the_same_hessian():
     assert set(shared) == set(plain)
     for k in plain:
         torch.testing.assert_close(shared[k], plain[k], atol=1e-5, rtol=1e-5)
-        assert torch.equal(shared[k], shared[k].T)  # the tiled accumulation is exactly symmetric
+        H = shared[k]
+        tile = torch.arange(H.shape[0]) // -(-H.shape[0] // 3)  # (in,) which of the 3 tiles each index is in
+        off = tile[:, None] != tile[None, :]  # (in, in) outside the diagonal tiles
+        assert torch.equal(H[off], H.T[off])  # the lower tiles are exact mirrors of the upper ones
+        # a diagonal tile is one X_b^T X_b matmul: symmetric to float32 rounding, bitwise only on some BLAS kernels
+        torch.testing.assert_close(H, H.T, rtol=1e-6, atol=1e-6 * float(H.abs().max()))
 
 
 def test_tiled_hessian_by_hand():

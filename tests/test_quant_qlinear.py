@@ -1,5 +1,7 @@
 """QuantLinear, quantize_, save/load and RTN at model level: exact outputs, real bytes, round trips."""
 import copy
+import os
+import tempfile
 
 import pytest
 import torch
@@ -82,7 +84,7 @@ def test_filter_and_errors():
     with pytest.raises(ValueError, match="not selected"):
         quantize_(tiny_causal_lm("llama"), QuantScheme(4, 64), qparams={"nope": None})
     with pytest.raises(ValueError, match="no QuantLinear"):
-        save_quantized(tiny_causal_lm("llama"), "/tmp/never.safetensors")
+        save_quantized(tiny_causal_lm("llama"), os.path.join(tempfile.gettempdir(), "never.safetensors"))
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16])
