@@ -128,6 +128,9 @@ def pack_quantized(model: nn.Module, scale_dtype: torch.dtype | None = None) -> 
     (RTN) are on the grid that re-rounding fits."""
     from types import SimpleNamespace
 
+    from ..models import get_weight
+    from ..quant.qlinear import codes_on_grid
+
     groups: dict[QuantScheme, set[str]] = {}
     grids: dict[QuantScheme, dict[str, SimpleNamespace]] = {}
     for n, m in block_linear_modules(model).items():
@@ -137,6 +140,10 @@ def pack_quantized(model: nn.Module, scale_dtype: torch.dtype | None = None) -> 
         groups.setdefault(fmt.scheme, set()).add(n)
         if fmt.qparams is not None:
             sc, ze, gi = fmt.qparams
+            try:  # a later stage (pruning) may have moved weights off that grid: then re-round as before
+                codes_on_grid(get_weight(m), fmt.scheme, sc, ze, gi)
+            except ValueError:
+                continue
             grids.setdefault(fmt.scheme, {})[n] = SimpleNamespace(codes=None, scales=sc, zeros=ze, g_idx=gi)
     for scheme, names in groups.items():
         quantize_(model, scheme if scale_dtype is None else _cfg(scheme, scale_dtype),

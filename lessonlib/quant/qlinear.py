@@ -21,7 +21,7 @@ from ..models import get_weight
 from .affine import QuantScheme, dequantize, expand_qparams, quantize, quantize_codes
 from .packing import pack_codes, packed_row_bytes, storage_bytes, unpack_codes
 
-__all__ = ["QuantLinear", "WeightOnlyConfig", "is_linear_like", "default_filter", "replace_module", "quantize_",
+__all__ = ["codes_on_grid", "QuantLinear", "WeightOnlyConfig", "is_linear_like", "default_filter", "replace_module", "quantize_",
            "quant_linears", "save_quantized", "load_quantized"]
 
 _META_KEY = "lessonlib.quant"
@@ -97,7 +97,7 @@ class QuantLinear(nn.Module):
         elif scales is None or (zeros is None and not scheme.sym):
             raise ValueError("codes were given without scales (and zeros, for an asymmetric scheme)")
         elif codes is None:  # a grid chosen elsewhere (GPTQ, SparseGPT): round the weight onto exactly it
-            codes = _codes_on_grid(w, scheme, scales, zeros, g_idx)
+            codes = codes_on_grid(w, scheme, scales, zeros, g_idx)
         if tuple(codes.shape) != (out_f, in_f):
             raise ValueError(f"codes of shape {tuple(codes.shape)} do not fit a ({out_f}, {in_f}) layer")
         rows, G = (1 if scheme.group_size == 0 else out_f), scheme.n_groups(in_f)
@@ -123,7 +123,7 @@ class QuantLinear(nn.Module):
         return m
 
 
-def _codes_on_grid(w: torch.Tensor, scheme: QuantScheme, scales: torch.Tensor, zeros: torch.Tensor | None,
+def codes_on_grid(w: torch.Tensor, scheme: QuantScheme, scales: torch.Tensor, zeros: torch.Tensor | None,
                    g_idx: torch.Tensor | None) -> torch.Tensor:
     """Codes (out, in) of ``w`` on the given grid ((1|out, G) scales/zeros, optional g_idx); raises if the
     weight is not on that grid (more than 1e-3 of a step away), since the packed layer would then differ."""
