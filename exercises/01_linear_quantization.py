@@ -31,6 +31,7 @@ class QuantScheme:
     group_size: int = 64
     sym: bool = False
     int_zero: bool = False  # asymmetric: integer zero point on a range widened to include 0
+    restricted: bool = False  # symmetric: 2^b - 1 levels (s = max / (2^(b-1) - 1)) instead of all 2^b
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
@@ -49,6 +50,11 @@ class QuantScheme:
             raise TypeError(f"int_zero={self.int_zero!r} must be a bool")
         if self.int_zero and self.sym:
             raise ValueError("int_zero=True is for asymmetric grids; a symmetric grid's zero point is always 0")
+        if not isinstance(self.restricted, bool):
+            raise ValueError(f"restricted={self.restricted!r} must be a bool")
+        if self.restricted and not self.sym:
+            raise ValueError("restricted=True is for symmetric grids (2^b - 1 levels around 0); "
+                             "an asymmetric grid always uses all 2^b levels")
 
     @property
     def qmin(self) -> int:
@@ -57,6 +63,12 @@ class QuantScheme:
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1 if self.sym else 2 ** self.bits - 1
+
+    @property
+    def half_range(self) -> float:
+        """Symmetric grids: max|w| / s, the number of steps from 0 to the group's largest |w|:
+        (2^b - 1) / 2 on the full grid (7.5 at 4 bits), 2^(b-1) - 1 on the restricted one (7)."""
+        return float(self.qmax) if self.restricted else (2 ** self.bits - 1) / 2
 
     def n_groups(self, in_features: int) -> int:
         """Number of (scale, zero) columns per row for a weight with ``in_features`` columns."""
@@ -69,7 +81,8 @@ class QuantScheme:
 
     def __str__(self) -> str:
         g = {0: "tensor", -1: "channel"}.get(self.group_size, f"g{self.group_size}")
-        return f"{'sym' if self.sym else 'asym'}{self.bits}-{g}{'-intzero' if self.int_zero else ''}"
+        return (f"{'sym' if self.sym else 'asym'}{self.bits}-{g}{'-intzero' if self.int_zero else ''}"
+                f"{'-restricted' if self.restricted else ''}")
 
 
 def check_finite(t: torch.Tensor, what: str = "weight") -> None:
@@ -114,12 +127,15 @@ def _int_zero_qparams(wg: torch.Tensor, r: float | torch.Tensor, qmax: int) -> t
 # per-channel schemes) and the clip ratio r, return the scales and zero points of every group as
 # two float tensors of shape (rows, G). Asymmetric: s = (max - min) / (2^b - 1), z = -min / s (a
 # float, not rounded), with the range clipped to [-r max|w|, r max|w|]. Symmetric: s = r max|w| /
-# (2^(b-1) - 1), z = 0. A group whose range is 0 gets s = 1 (and z = -min) so it is still exact.
+# scheme.half_range, z = 0 (half_range = (2^b - 1) / 2 on the full grid of 2^b levels, 2^(b-1) - 1
+# when scheme.restricted). A group whose range is 0 gets s = 1 (and z = -min) so it is still
+# exact.
 # Hints:
 #   - Reduce over the last axis of wg only: wg.amin(dim=-1), wg.amax(dim=-1),
 #     wg.abs().amax(dim=-1).
 #   - b bits give 2^b levels but only 2^b - 1 steps between the lowest and the highest:
-#     scheme.qmax is that number of steps (2^b - 1 asymmetric, 2^(b-1) - 1 symmetric).
+#     scheme.qmax is that number of steps for an asymmetric grid; a symmetric grid spans
+#     scheme.half_range steps on each side of 0.
 #   - Clip the range with torch.minimum(max, r * absmax) and torch.maximum(min, -r * absmax).
 #   - torch.where(scales > 0, scales, torch.ones_like(scales)) avoids dividing by zero.
 # --------------------------------------------------------------------------------------------------

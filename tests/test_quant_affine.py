@@ -17,11 +17,17 @@ def test_asym_2bit_hand_checked():
 
 def test_sym_3bit_hand_checked():
     w = torch.tensor([[-1.2, 0.0, 0.4, 2.0]])
-    qw = quantize(w, QuantScheme(3, -1, True))
-    # absmax 2, qmax 3: s = 2/3; w/s = [-1.8, 0, 0.6, 3] -> [-2, 0, 1, 3]
+    qw = quantize(w, QuantScheme(3, -1, True, restricted=True))
+    # restricted: absmax 2, qmax 3: s = 2/3; w/s = [-1.8, 0, 0.6, 3] -> [-2, 0, 1, 3]
     assert torch.equal(qw.codes, torch.tensor([[-2, 0, 1, 3]], dtype=torch.int32))
     assert torch.all(qw.zeros == 0)
     torch.testing.assert_close(qw.dequantize(), torch.tensor([[-4 / 3, 0.0, 2 / 3, 2.0]]))
+    # full grid (default; GPTQ reference, compressed-tensors): s = 2 / 3.5 = 4/7, all 8 codes -4..3;
+    # w/s = [-2.1, 0, 0.7, 3.5] -> [-2, 0, 1, 4 -> clamped to 3]
+    qf = quantize(w, QuantScheme(3, -1, True))
+    torch.testing.assert_close(qf.scales, torch.tensor([[4 / 7]]))
+    assert torch.equal(qf.codes, torch.tensor([[-2, 0, 1, 3]], dtype=torch.int32))
+    torch.testing.assert_close(qf.dequantize(), torch.tensor([[-8 / 7, 0.0, 4 / 7, 12 / 7]]))
 
 
 def test_asym_group_hand_checked():
@@ -39,7 +45,7 @@ def test_asym_group_hand_checked():
 def test_grid_is_exact(bits, sym, group_size):
     torch.manual_seed(bits)
     w = torch.randn(8, 64) * 3
-    sch = QuantScheme(bits, group_size, sym)
+    sch = QuantScheme(bits, group_size, sym, restricted=sym)
     qw = quantize(w, sch)
     rows = 1 if group_size == 0 else 8
     assert qw.scales.shape == (rows, sch.n_groups(64)) and qw.codes.shape == w.shape
@@ -64,8 +70,10 @@ def test_fake_quant_keeps_dtype_and_shape():
 
 def test_constant_and_zero_groups_are_exact():
     w = torch.tensor([[0.7] * 4 + [0.0] * 4])
-    for sch in [QuantScheme(4, 4, False), QuantScheme(4, 4, True)]:
+    for sch in [QuantScheme(4, 4, False), QuantScheme(4, 4, True, restricted=True)]:
         torch.testing.assert_close(fake_quant(w, sch), w)
+    # the full symmetric grid clips +max by half a step: 0.7 / (0.7 / 7.5) = 7.5 -> code 7
+    torch.testing.assert_close(fake_quant(w, QuantScheme(4, 4, True))[0, :4], torch.full((4,), 0.7 * 7 / 7.5))
 
 
 def test_clip_ratio_shrinks_range():
@@ -76,7 +84,7 @@ def test_clip_ratio_shrinks_range():
     wq = fake_quant(w, QuantScheme(8, -1, False), clip_ratio=0.5)
     assert abs(float(wq[0, 3]) - 2.0) < 1e-6  # the outlier is clipped to the end of the range
     ssym, _ = compute_qparams(w, QuantScheme(4, -1, True), clip_ratio=torch.tensor([[0.25]]))
-    torch.testing.assert_close(ssym, torch.tensor([[1.0 / 7]]))
+    torch.testing.assert_close(ssym, torch.tensor([[1.0 / 7.5]]))
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="clip_ratio"):
             compute_qparams(w, QuantScheme(4, -1), clip_ratio=bad)

@@ -75,7 +75,7 @@ def _endpoints(fn, ref):
                      atol=1e-4)
 
 
-@prop("symmetric: zeros are 0 and the largest |w| of each group lands on code 2^(b-1) - 1")
+@prop("symmetric: zeros are 0 and the largest |w| of each group lies (2^b - 1) / 2 steps from 0")
 def _sym_endpoint(fn, ref):
     from lessonlib.quant.affine import QuantScheme
 
@@ -84,8 +84,8 @@ def _sym_endpoint(fn, ref):
         s, z = _qp(fn, ref, w, QuantScheme(bits, 4, True), what=f"a random (3, 16) weight, {bits}-bit symmetric g4")
         assert_close(z, torch.zeros_like(z), what=f"{bits}-bit symmetric zeros")
         top = w.abs().reshape(3, 4, 4).amax(-1) / s
-        assert_close(top, torch.full_like(top, 2 ** (bits - 1) - 1.0),
-                     what=f"{bits}-bit symmetric: max|w| / s per group (should be 2^(b-1) - 1)", atol=1e-4)
+        assert_close(top, torch.full_like(top, (2 ** bits - 1) / 2),
+                     what=f"{bits}-bit symmetric: max|w| / s per group (should be (2^b - 1) / 2)", atol=1e-4)
 
 
 @prop("scales of groups that are constant or all zero are finite and positive (no division by zero)")
@@ -129,18 +129,20 @@ Q01_1 = Exercise(
               "per-channel schemes) and the clip ratio r, return the scales and zero points of every group as "
               "two float tensors of shape (rows, G). Asymmetric: s = (max - min) / (2^b - 1), z = -min / s (a "
               "float, not rounded), with the range clipped to [-r max|w|, r max|w|]. Symmetric: s = r max|w| / "
-              "(2^(b-1) - 1), z = 0. A group whose range is 0 gets s = 1 (and z = -min) so it is still exact.",
+              "scheme.half_range, z = 0 (half_range = (2^b - 1) / 2 on the full grid of 2^b levels, 2^(b-1) - 1 "
+              "when scheme.restricted). A group whose range is 0 gets s = 1 (and z = -min) so it is still exact.",
     hints=("Reduce over the last axis of wg only: wg.amin(dim=-1), wg.amax(dim=-1), wg.abs().amax(dim=-1).",
            "b bits give 2^b levels but only 2^b - 1 steps between the lowest and the highest: "
-           "scheme.qmax is that number of steps (2^b - 1 asymmetric, 2^(b-1) - 1 symmetric).",
+           "scheme.qmax is that number of steps for an asymmetric grid; a symmetric grid spans "
+           "scheme.half_range steps on each side of 0.",
            "Clip the range with torch.minimum(max, r * absmax) and torch.maximum(min, -r * absmax).",
            "torch.where(scales > 0, scales, torch.ones_like(scales)) avoids dividing by zero."),
     checks=(
         # 2-bit asym g4: group [0,1,2,3]: s = 3/3 = 1, z = 0; group [-3,-1,1,3]: s = 6/3 = 2, z = 3/2 = 1.5
         _hand("2-bit asymmetric, groups of 4", [[0.0, 1.0, 2.0, 3.0, -3.0, -1.0, 1.0, 3.0]], (2, 4, False),
               [[1.0, 2.0]], [[0.0, 1.5]]),
-        # 4-bit sym per channel: row 0 max|w| = 7 -> s = 7/7 = 1; row 1 max|w| = 0.7 -> s = 0.1
-        _hand("4-bit symmetric, per output channel", [[1.0, -7.0, 3.5, 0.0], [0.5, 0.25, -0.7, 0.0]],
+        # 4-bit sym per channel (full grid): row 0 max|w| = 7.5 -> s = 7.5/7.5 = 1; row 1 0.75 -> s = 0.1
+        _hand("4-bit symmetric, per output channel", [[1.0, -7.5, 3.5, 0.0], [0.5, 0.25, -0.75, 0.0]],
               (4, -1, True), [[1.0], [0.1]], [[0.0], [0.0]]),
         # 3-bit asym per tensor: min -1, max 6 -> s = 7/7 = 1, z = 1
         _hand("3-bit asymmetric, one scale for the whole tensor", [[0.0, 6.0], [-1.0, 2.0]], (3, 0, False),

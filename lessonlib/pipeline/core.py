@@ -125,16 +125,31 @@ def speed(model: nn.Module, tokens: torch.Tensor, prompt_len: int = 64, batch: i
 @atomic
 def pack_quantized(model: nn.Module, scale_dtype: torch.dtype | None = None) -> int:
     """Swap every quantized, dense, non-AWQ decoder linear for a packed ``QuantLinear`` (in place); returns
-    how many were packed.  The weights are already on their grid, so re-rounding reproduces them."""
+    how many were packed.  A layer whose method chose its own grid (GPTQ) is packed on exactly that grid
+    (its codes, scales and zeros), so the packed model is the quantized model bit for bit; the others
+    (RTN) are on the grid that re-rounding fits."""
+    from types import SimpleNamespace
+
+    from ..models import get_weight
+    from ..quant.qlinear import codes_on_grid
+
     groups: dict[QuantScheme, set[str]] = {}
+    grids: dict[QuantScheme, dict[str, SimpleNamespace]] = {}
     for n, m in block_linear_modules(model).items():
         fmt = getattr(m, FORMAT_ATTR, None)
         if fmt is None or fmt.kind != "quant" or fmt.awq_scale is not None or getattr(m, SPARSE_ATTR, False):
             continue
         groups.setdefault(fmt.scheme, set()).add(n)
+        if fmt.qparams is not None:
+            sc, ze, gi = fmt.qparams
+            try:  # a later stage (pruning) may have moved weights off that grid: then re-round as before
+                codes_on_grid(get_weight(m), fmt.scheme, sc, ze, gi)
+            except ValueError:
+                continue
+            grids.setdefault(fmt.scheme, {})[n] = SimpleNamespace(codes=None, scales=sc, zeros=ze, g_idx=gi)
     for scheme, names in groups.items():
         quantize_(model, scheme if scale_dtype is None else _cfg(scheme, scale_dtype),
-                  filter_fn=lambda m, n, names=names: n in names)
+                  filter_fn=lambda m, n, names=names: n in names, qparams=grids.get(scheme))
     return sum(len(v) for v in groups.values())
 
 

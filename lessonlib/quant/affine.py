@@ -23,9 +23,17 @@ Conventions used throughout the track (``QuantScheme``):
   with ``min' = min(min, 0)``, ``max' = max(max, 0)``, and the zero point is the integer
   ``z = round(-min' / s)``.  0 is then exactly on the grid; the grid is coarser when a group is all of
   one sign and may move by up to s/2.
-* symmetric (``sym=True``): signed codes in ``[-2^(b-1), 2^(b-1) - 1]``, ``z = 0`` and
-  ``s = max|w| / (2^(b-1) - 1)`` (the "restricted range": the most negative code is part of the grid but
-  only reached by clamping, so +max and -max are both representable).
+* symmetric (``sym=True``): signed codes in ``[-2^(b-1), 2^(b-1) - 1]`` and ``z = 0``.  By default all
+  2^b levels are used: ``s = max|w| / ((2^b - 1) / 2)`` (``half_range`` = 7.5 at 4 bits), the convention
+  of the GPTQ reference code (its ``Quantizer``: scale (2 max) / (2^b - 1), zero 2^(b-1) on unsigned
+  codes) and of compressed-tensors / llm-compressor (scale max / (bit_range / 2), codes -8..7).  The
+  grid spans [-8s, 7s] around the group's [-max, +max] = [-7.5s, 7.5s]: one more level than the
+  restricted grid, a finer step (by 7.5/7 at 4 bits), at the price of clipping +max by half a step.
+  ``restricted=True`` is the "restricted range" ``s = max|w| / (2^(b-1) - 1)`` (codes -7..7; -8 is only
+  reached by clamping): +max and -max are both exact and the grid is symmetric about 0, which is what
+  integer kernels that negate weights, or formats with a sign bit (llama.cpp ``Q8_0`` uses 127), need.
+  Pick the full grid for accuracy (it matches the peers' layer objective), the restricted one to match
+  a runtime that uses it.
 * an optional ``clip_ratio`` r in (0, 1] (AWQ's clip search) clips the group's range to
   ``[-r * max|w|, r * max|w|]`` before the grid is fitted; values outside land on the end codes.
 """
@@ -52,6 +60,7 @@ class QuantScheme:
     group_size: int = 64
     sym: bool = False
     int_zero: bool = False  # asymmetric: integer zero point on a range widened to include 0
+    restricted: bool = False  # symmetric: 2^b - 1 levels (s = max / (2^(b-1) - 1)) instead of all 2^b
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
@@ -70,6 +79,11 @@ class QuantScheme:
             raise TypeError(f"int_zero={self.int_zero!r} must be a bool")
         if self.int_zero and self.sym:
             raise ValueError("int_zero=True is for asymmetric grids; a symmetric grid's zero point is always 0")
+        if not isinstance(self.restricted, bool):
+            raise ValueError(f"restricted={self.restricted!r} must be a bool")
+        if self.restricted and not self.sym:
+            raise ValueError("restricted=True is for symmetric grids (2^b - 1 levels around 0); "
+                             "an asymmetric grid always uses all 2^b levels")
 
     @property
     def qmin(self) -> int:
@@ -78,6 +92,12 @@ class QuantScheme:
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1 if self.sym else 2 ** self.bits - 1
+
+    @property
+    def half_range(self) -> float:
+        """Symmetric grids: max|w| / s, the number of steps from 0 to the group's largest |w|:
+        (2^b - 1) / 2 on the full grid (7.5 at 4 bits), 2^(b-1) - 1 on the restricted one (7)."""
+        return float(self.qmax) if self.restricted else (2 ** self.bits - 1) / 2
 
     def n_groups(self, in_features: int) -> int:
         """Number of (scale, zero) columns per row for a weight with ``in_features`` columns."""
@@ -90,7 +110,8 @@ class QuantScheme:
 
     def __str__(self) -> str:
         g = {0: "tensor", -1: "channel"}.get(self.group_size, f"g{self.group_size}")
-        return f"{'sym' if self.sym else 'asym'}{self.bits}-{g}{'-intzero' if self.int_zero else ''}"
+        return (f"{'sym' if self.sym else 'asym'}{self.bits}-{g}{'-intzero' if self.int_zero else ''}"
+                f"{'-restricted' if self.restricted else ''}")
 
 
 @dataclass
@@ -163,7 +184,7 @@ def compute_qparams(w: torch.Tensor, scheme: QuantScheme,
     # BEGIN SOLUTION
     absmax = wg.abs().amax(dim=-1) * r  # (rows, G)
     if scheme.sym:
-        scales = absmax / scheme.qmax
+        scales = absmax / scheme.half_range
         zeros = torch.zeros_like(scales)
         scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # all-zero group: any scale is exact
     else:

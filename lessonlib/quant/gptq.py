@@ -85,21 +85,24 @@ def gptq_column_update(W1: torch.Tensor, U1: torch.Tensor, i: int, q: torch.Tens
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = -1,
                   sym: bool = False, act_order: bool = False, static_groups: bool = False, block_size: int = 128,
-                  percdamp: float = 0.01, int_zero: bool = False) -> GPTQResult:
+                  percdamp: float = 0.01, int_zero: bool = False, restricted: bool = False) -> GPTQResult:
     """Quantize ``weight`` (out, in) with GPTQ given ``hessian`` (in, in) = 2/N sum x x^T.
 
     ``group_size``: -1 per output channel, 0 per tensor, g > 0 groups of g input columns; ``int_zero``:
-    integer zero points on 0-including ranges (see ``QuantScheme``).
+    integer zero points on 0-including ranges; ``restricted``: the symmetric grid with 2^b - 1 levels
+    instead of all 2^b (see ``QuantScheme``).
     """
     with torch.inference_mode():  # the column loop is thousands of small ops: skip autograd bookkeeping
-        r = _gptq(weight, hessian, bits, group_size, sym, act_order, static_groups, block_size, percdamp, int_zero)
+        r = _gptq(weight, hessian, bits, group_size, sym, act_order, static_groups, block_size, percdamp, int_zero,
+                  restricted)
     # plain tensors again (inference tensors cannot be changed in place or saved for backward later)
     return GPTQResult(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in vars(r).items()})
 
 
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, act_order: bool,
-          static_groups: bool, block_size: int, percdamp: float, int_zero: bool) -> GPTQResult:
-    scheme = QuantScheme(bits, group_size, sym, int_zero)
+          static_groups: bool, block_size: int, percdamp: float, int_zero: bool,
+          restricted: bool = False) -> GPTQResult:
+    scheme = QuantScheme(bits, group_size, sym, int_zero, restricted)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size={block_size!r} must be a positive int")
     W, H, _ = prepare_layer(weight, hessian, dtype=torch.float32)  # (out, in), (in, in)
@@ -111,7 +114,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: in
     rows = 1 if gs == 0 else out_f
     scales = torch.empty(rows, G, dtype=torch.float32, device=W.device)
     zeros = torch.empty_like(scales)
-    per_col = QuantScheme(bits, -1, sym, int_zero)  # fits one (scale, zero) per row of a slice
+    per_col = QuantScheme(bits, -1, sym, int_zero, restricted)  # fits one (scale, zero) per row of a slice
     dynamic = gs > 0 and not static_groups  # groups fitted when GPTQ reaches them, on the current weights
     if not dynamic:  # one grid per row/tensor, or every group fitted up front (unpermuted)
         scales[:], zeros[:] = compute_qparams(W, scheme)
@@ -185,7 +188,7 @@ def gptq_reference(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantSch
     pulling the updates instead of pushing them, which is several times faster."""
     W, H, _ = prepare_layer(weight, hessian, dtype=torch.float32)  # (out, in), (in, in)
     n_in, gs = W.shape[1], scheme.group_size
-    per_row = QuantScheme(scheme.bits, -1, scheme.sym, scheme.int_zero)
+    per_row = QuantScheme(scheme.bits, -1, scheme.sym, scheme.int_zero, scheme.restricted)
     static = compute_qparams(W, scheme) if gs <= 0 or static_groups else None  # (rows, G) each
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n_in)
     W, H = W[:, perm], H[perm][:, perm]
@@ -266,7 +269,7 @@ def gptq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: Q
             r = gptq_quantize(torch.cat(weights) if len(weights) > 1 else weights[0], stats[names[0]].hessian(),
                               scheme.bits, scheme.group_size, scheme.sym, act_order=act_order,
                               static_groups=static_groups, block_size=block_size, percdamp=percdamp,
-                              int_zero=scheme.int_zero)
+                              int_zero=scheme.int_zero, restricted=scheme.restricted)
             parts = split_rows(r, [w.shape[0] for w in weights]) if len(weights) > 1 else [r]
             for lin, part in zip(lins, parts):
                 set_weight(lin, part.weight)

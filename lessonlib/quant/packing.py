@@ -44,6 +44,11 @@ def pack_codes(codes: torch.Tensor, bits: int, signed: bool = False) -> torch.Te
                          f"{'signed' if signed else 'unsigned'} {bits}-bit codes [{lo}, {hi}]")
     rows, n = c.shape
     nbytes = packed_row_bytes(n, bits)
+    if 8 % bits == 0:  # 2, 4, 8 bits: whole codes per byte, the same stream without the per-bit tensor
+        per = 8 // bits
+        c = torch.nn.functional.pad(c, (0, nbytes * per - n)).reshape(rows, nbytes, per)  # (rows, nbytes, per)
+        shifts = torch.arange(0, 8, bits, device=c.device, dtype=torch.int32)
+        return (c << shifts).sum(-1).to(torch.uint8)
     shifts = torch.arange(bits, device=c.device, dtype=torch.int32)
     stream = ((c.unsqueeze(-1) >> shifts) & 1).to(torch.uint8).reshape(rows, n * bits)  # (rows, n*b) bits
     stream = torch.nn.functional.pad(stream, (0, nbytes * 8 - n * bits))  # (rows, nbytes*8)
@@ -60,6 +65,10 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool = False) 
         raise ValueError(f"packed rows have {packed.shape[1]} bytes, but {n} codes of {bits} bits need "
                          f"{packed_row_bytes(n, bits)}")
     rows = packed.shape[0]
+    if 8 % bits == 0:  # whole codes per byte
+        shifts = torch.arange(0, 8, bits, device=packed.device, dtype=torch.int32)
+        codes = ((packed.to(torch.int32).unsqueeze(-1) >> shifts) & (2 ** bits - 1)).reshape(rows, -1)[:, :n]
+        return codes - 2 ** (bits - 1) if signed else codes
     shifts = torch.arange(8, device=packed.device, dtype=torch.int32)
     stream = ((packed.to(torch.int32).unsqueeze(-1) >> shifts) & 1).reshape(rows, -1)[:, : n * bits]
     weights = 2 ** torch.arange(bits, device=packed.device, dtype=torch.int32)
