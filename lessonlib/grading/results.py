@@ -18,6 +18,7 @@ class CheckResult:
     kind: str
     passed: bool
     message: str = ""
+    weight: float = 1.0
 
 
 @dataclass
@@ -25,7 +26,7 @@ class QuestionResult:
     id: str
     function: str
     max_points: int
-    points: int = 0
+    points: float = 0
     status: str = ""  # one of STATUSES
     message: str = ""
     checks: list[CheckResult] = field(default_factory=list)
