@@ -130,7 +130,7 @@ def describe_call(fn_name: str, bound: inspect.BoundArguments | None, args: tupl
 def _clone(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
-    if isinstance(x, (list, tuple, dict, set, torch.nn.Module)):
+    if isinstance(x, (list, tuple, dict, set, torch.nn.Module)) or type(x).__name__ == "ndarray":
         return copy.deepcopy(x)
     return x
 
@@ -146,6 +146,11 @@ def _same(a: Any, b: Any, depth: int = 0) -> bool:
         if a.dtype.is_floating_point or a.dtype.is_complex:
             return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()))
         return bool(torch.equal(a, b))
+    if type(a).__name__ == "ndarray" and hasattr(a, "shape"):
+        import numpy as np
+
+        return isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype and \
+            bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
     if isinstance(a, torch.nn.Module):
         if not isinstance(b, torch.nn.Module):
             return False

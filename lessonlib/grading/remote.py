@@ -35,6 +35,14 @@ def from_wire(x: Any) -> Any:
     if isinstance(x, dict):
         if set(x) == {"__unsupported__", "repr"}:
             return Unsupported(str(x["__unsupported__"]), str(x["repr"]))
+        if set(x) == {"__numpy__", "dtype"} and isinstance(x["__numpy__"], torch.Tensor):
+            import numpy as np
+
+            return x["__numpy__"].numpy().astype(np.dtype(str(x["dtype"])))
+        if set(x) == {"__npscalar__", "dtype"}:
+            import numpy as np
+
+            return np.dtype(str(x["dtype"])).type(x["__npscalar__"])
         if set(x) == {"__module_state__"}:
             return Unsupported("torch.nn.Module", "(returned a module)")
         return {k: from_wire(v) for k, v in x.items()}
@@ -56,6 +64,10 @@ def write_back(target: Any, wire: Any) -> None:
                     target.copy_(wire)
             else:
                 target.data = wire
+    elif type(target).__name__ == "ndarray" and isinstance(wire, dict) and "__numpy__" in wire:
+        new = from_wire(wire)
+        if new.shape == target.shape:
+            target[...] = new
     elif isinstance(target, torch.nn.Module) and isinstance(wire, dict) and "__module_state__" in wire:
         with torch.no_grad():
             target.load_state_dict(wire["__module_state__"], strict=False)
