@@ -311,7 +311,8 @@ class Sandbox:
             obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - anything but plain data is refused
             self.kill()
-            raise SandboxDied(f"the submission's process sent something that is not plain data ({e})") from None
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise SandboxDied(f"the submission's process sent something that is not plain data ({first})") from None
         if not isinstance(obj, dict):
             self.kill()
             raise SandboxDied("the submission's process sent a malformed answer")
