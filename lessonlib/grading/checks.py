@@ -264,8 +264,8 @@ def assert_close(got: Any, expected: Any, *, what: str, rtol: float = 1e-5, atol
     """``got`` matches ``expected`` (numbers or tensors); on failure say where and by how much."""
     if isinstance(expected, torch.Tensor):
         assert_tensor(got, what=what, shape=tuple(expected.shape))
-        if expected.dtype.is_floating_point != got.dtype.is_floating_point:
-            raise CheckFailure(f"{what}\n  expected dtype like {expected.dtype}, got {got.dtype}")
+        if expected.dtype != got.dtype:  # enforced the same way in every question
+            raise CheckFailure(f"{what}\n  expected dtype {expected.dtype}, got dtype {got.dtype}")
         diff = first_difference(got, expected, rtol, atol)
         if diff:
             raise CheckFailure(f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"

@@ -37,6 +37,7 @@ The student answers with a top-level variable (or a function of no arguments ret
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import pkgutil
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .checks import Check
+from .probes import extra_checks
 
 __all__ = ["concept_number", "concept_choice", "CONCEPT_MODULE", "Exercise", "all_exercises", "get", "notebooks", "for_notebook", "total_points", "spec_modules"]
 
@@ -156,7 +158,8 @@ def _load() -> tuple[Exercise, ...]:
         for ex in getattr(mod, "EXERCISES", ()):
             if ex.notebook != notebook:
                 raise ValueError(f"{ex.id}: notebook={ex.notebook!r} but {name}.NOTEBOOK={notebook!r}")
-            found.append(ex)
+            extra = [c for c in extra_checks(ex.id, ex.function) if c.name not in {x.name for x in ex.checks}]
+            found.append(dataclasses.replace(ex, checks=tuple(ex.checks) + tuple(extra)) if extra else ex)
     ids = [e.id for e in found]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:

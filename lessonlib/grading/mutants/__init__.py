@@ -52,7 +52,7 @@ def mutant(exercise_id: str, description: str) -> Callable[[Callable], Callable]
 def all_mutants() -> dict[str, list[Mutant]]:
     """Exercise id -> its mutants, from every ``mutants_NN`` module."""
     for m in pkgutil.iter_modules(__path__):
-        if re.match(r"^mutants_\d\d$", m.name):
+        if re.match(r"^mutants_(\d\d|classes)$", m.name):
             importlib.import_module(f"{__name__}.{m.name}")
     out: dict[str, list[Mutant]] = {}
     for mu in _REGISTRY:
