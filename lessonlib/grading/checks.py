@@ -386,7 +386,9 @@ def concept_number_check(answer: float | None, *, rel_tol: float = 0.0, abs_tol:
         if not math.isfinite(float(got)) or not math.isclose(float(got), answer, rel_tol=rel_tol, abs_tol=abs_tol):
             raise CheckFailure(f"your answer {got!r} is not right (tolerance: rel {rel_tol:g}, abs {abs_tol:g})")
 
-    return Check("the number", "concept", run)
+    c = Check("the number", "concept", run)
+    c.answer = answer  # type: ignore[attr-defined]  (for the generated solutions/ file)
+    return c
 
 
 def concept_choice_check(answer: str | None, choices: tuple[str, ...]) -> Check:
@@ -406,4 +408,6 @@ def concept_choice_check(answer: str | None, choices: tuple[str, ...]) -> Check:
         if got.strip().lower() != str(answer).strip().lower():
             raise CheckFailure(f"your answer {got!r} is not right")
 
-    return Check("the choice", "concept", run)
+    c = Check("the choice", "concept", run)
+    c.answer, c.choices = answer, tuple(choices)  # type: ignore[attr-defined]
+    return c

@@ -116,7 +116,7 @@ def _read_key(path: str | None) -> bytes | None:
 
 
 def cli_exercises(argv: list[str]) -> int:
-    """``lessonlib exercises build [--check] | list | mutants``; returns the exit code."""
+    """``lessonlib exercises build [--check] | list | mutants | release --out DIR``; returns the exit code."""
     p = argparse.ArgumentParser(prog="lessonlib exercises", description="Generate and inspect graded exercises.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write exercises/NN_topic.py and solutions/NN_topic.py from the markers")
@@ -124,6 +124,8 @@ def cli_exercises(argv: list[str]) -> int:
     b.add_argument("--root", help="where exercises/ and solutions/ live (default: the lessonlib checkout)")
     sub.add_parser("list", help="every exercise with its points")
     sub.add_parser("mutants", help="grade the planted wrong implementations; print the mutation score")
+    r = sub.add_parser("release", help="build the student release (no reference answers) into --out DIR")
+    r.add_argument("--out", required=True, help="a new folder")
     a = _parse(p, argv)
     if isinstance(a, int):
         return a
@@ -131,6 +133,19 @@ def cli_exercises(argv: list[str]) -> int:
         return _build(a.root, a.check)
     if a.cmd == "list":
         return _list()
+    if a.cmd == "release":
+        from .release import build_release
+
+        try:
+            leaks = build_release(a.out)
+        except ValueError as e:
+            print(f"lessonlib exercises release: {e}", file=sys.stderr)
+            return 2
+        for l in leaks:
+            print(f"leak: {l}", file=sys.stderr)
+        print(f"wrote the student release to {a.out}" + (f"; {len(leaks)} LEAKS" if leaks else "; no reference "
+                                                         "answer found in it"))
+        return 1 if leaks else 0
     return _mutants()
 
 
