@@ -382,6 +382,8 @@ def concept_number_check(answer: float | None, *, rel_tol: float = 0.0, abs_tol:
         if answer is None:
             raise ReferenceUnavailable("concept answer")
         got = call(fn, _ref=ref)
+        if got is None:
+            raise NotImplementedError("no answer yet")
         assert_python_float(got, what="your answer")
         if not math.isfinite(float(got)) or not math.isclose(float(got), answer, rel_tol=rel_tol, abs_tol=abs_tol):
             raise CheckFailure(f"your answer {got!r} is not right (tolerance: rel {rel_tol:g}, abs {abs_tol:g})")
@@ -403,6 +405,8 @@ def concept_choice_check(answer: str | None, choices: tuple[str, ...]) -> Check:
         if answer is None:
             raise ReferenceUnavailable("concept answer")
         got = call(fn, _ref=ref)
+        if got is None:
+            raise NotImplementedError("no answer yet")
         if not isinstance(got, str) or got.strip().lower() not in norm:
             raise CheckFailure(f"your answer {got!r} must be one of {list(choices)}")
         if got.strip().lower() != str(answer).strip().lower():
