@@ -116,6 +116,27 @@ CHEATS = {
         def nm_mask(scores, prune_n, prune_m):
             return torch.ones_like(scores, dtype=torch.bool)
     """,
+    # resource and control-flow abuse: none of it may take the batch down
+    "membomb": """
+        import torch
+        def nm_mask(scores, prune_n, prune_m):
+            hog = torch.empty(2**36)  # 256 GiB: refused by the address-space limit
+            hog.fill_(1.0)
+            return torch.ones_like(scores, dtype=torch.bool)
+    """,
+    "exit_on_import": """
+        import sys
+        sys.exit(0)
+    """,
+    "uncatchable_loop": """
+        def nm_mask(scores, prune_n, prune_m):
+            while True:
+                try:
+                    while True:
+                        pass
+                except BaseException:
+                    pass
+    """,
     # an honest answer, for contrast (must keep full marks)
     "alice": None,
 }
@@ -140,7 +161,8 @@ def graded(tmp_path_factory):
             body = body % (RUNNER, str(alice))
         path.write_text(body)
     before = {p: open(p, "rb").read() for p in (RUNNER, str(alice))}
-    code = cli_grade([str(subs), "--out", str(out), "--timeout", "30", "--brief", "--export", "canvas",
+    code = cli_grade([str(subs), "--out", str(out), "--timeout", "30", "--question-timeout", "5", "--jobs", "2",
+                      "--brief", "--export", "canvas",
                       "--export", "gradescope", "--similarity"])
     sheet = out.read_text()
     time.sleep(4)  # longer than the detached writer waits
@@ -203,6 +225,14 @@ def test_grader_files_and_classmates_are_not_writable(graded):
     for p, text in graded["before"].items():
         assert open(p, "rb").read() == text, f"{p} was modified by a submission"
     assert _pts(graded, "edits_files") < registry.total_points(NB)  # an all-True mask: partial credit at most
+
+
+def test_memory_exit_and_uncatchable_loops_cost_only_their_own_points(graded):
+    d = graded["details"]
+    assert d["membomb"]["questions"][0]["status"] in ("failed", "crashed", "timeout") and _pts(graded, "membomb") == 0
+    assert d["exit_on_import"]["status"] == "import_error" and "SystemExit" in d["exit_on_import"]["message"]
+    assert d["uncatchable_loop"]["questions"][0]["status"] == "timeout"
+    assert _pts(graded, "alice") == registry.total_points(NB)  # graded in the same batch
 
 
 def test_exports_and_similarity_are_written(graded):

@@ -69,7 +69,7 @@ class Limits:
 
     def __init__(self, memory_mb: int | None = None, cpu_s: int = 600, file_mb: int = 64, open_files: int = 256,
                  extra_tasks: int = 256):
-        self.memory = int(memory_mb or os.environ.get("LESSONLIB_GRADE_MEMORY_MB", 6144)) * 2**20
+        self.memory = int(memory_mb or os.environ.get("LESSONLIB_GRADE_MEMORY_MB", 4096)) * 2**20
         self.cpu_s, self.file = int(cpu_s), file_mb * 2**20
         self.open_files, self.extra_tasks = open_files, extra_tasks
 
@@ -179,8 +179,9 @@ def _deny_roots(extra: list[str]) -> tuple[list[str], list[str], list[str]]:
     import lessonlib
 
     pkg = os.path.realpath(os.path.dirname(lessonlib.__file__))
-    deny = {os.path.realpath(repo_root()), os.path.dirname(pkg), *map(os.path.realpath, _editable_roots())}
-    hard = {pkg, os.path.join(os.path.dirname(pkg), "solutions"), *map(os.path.realpath, extra)}
+    deny = {os.path.realpath(repo_root()), os.path.dirname(pkg), *map(os.path.realpath, _editable_roots()),
+            *map(os.path.realpath, extra)}  # the submissions folder: denied unless it holds the venv itself
+    hard = {pkg, os.path.join(os.path.dirname(pkg), "solutions")}
     for p in sys.path:
         with contextlib.suppress(OSError):
             cand = os.path.join(p or ".", "lessonlib")
