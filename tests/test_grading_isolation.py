@@ -54,6 +54,19 @@ CHEATS = {
             exec(_src, _ns)
             return _ns["nm_mask"](scores, prune_n, prune_m)
     """ % os.path.join(ROOT, "solutions", f"{NB}.py"),
+    # switching the child's guard off from inside before reading the solutions
+    "disable_guard": """
+        import __main__, os, posixpath
+        for _n, _v in list(vars(__main__).items()):
+            if isinstance(_v, (set, frozenset, tuple, str, dict)) and _n != "__name__":
+                setattr(__main__, _n, type(_v)())
+        os.path.realpath = posixpath.realpath = lambda p: "/tmp/nothing"
+        _ns = {}
+        _src = open(%r).read()
+        def nm_mask(scores, prune_n, prune_m):
+            exec(_src, _ns)
+            return _ns["nm_mask"](scores, prune_n, prune_m)
+    """ % os.path.join(ROOT, "solutions", f"{NB}.py"),
     # importing a classmate's file (the submissions folder used to be on sys.path)
     "classmate_import": """
         from alice_%s import nm_mask
@@ -190,7 +203,7 @@ def test_wrappers_around_the_reference_score_zero_and_are_flagged(graded, studen
         assert q["status"] == "flagged" and "reference" in q["message"]
 
 
-@pytest.mark.parametrize("student", ["exec_solutions", "read_solutions_abs", "classmate_import"])
+@pytest.mark.parametrize("student", ["exec_solutions", "read_solutions_abs", "disable_guard", "classmate_import"])
 def test_solutions_and_classmates_are_unreachable(graded, student):
     assert _pts(graded, student) == 0
     d = graded["details"][student]

@@ -103,63 +103,97 @@ def _profile(frame, event, arg):
 
 
 # ---------------------------------------------------------------- the audit hook (cannot be removed)
+def _make_hook(scratch, deny, hard, allow, self_pid):
+    """The audit hook, as a closure: its state lives in cells that no module attribute reaches (the gc
+    walkers and the setters of function internals are refused by the hook itself), and every function it
+    uses is bound here, so monkeypatching os/posixpath afterwards changes nothing."""
+    realpath, fsdecode, getcwd = os.path.realpath, os.fsdecode, os.getcwd
+    path_types, str_, bytes_, int_ = (str, bytes, os.PathLike), str, bytes, int
+    blocked = frozenset({"subprocess.Popen", "os.system", "os.posix_spawn", "os.fork", "os.forkpty", "pty.spawn",
+                         "os.kill", "os.killpg", "signal.pthread_kill", "socket.connect", "socket.bind", "os.setsid",
+                         "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames"})
+    prefixes = ("os.exec", "os.spawn", "os.posix_spawn", "ctypes.")
+    writes = frozenset({"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown",
+                        "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile",
+                        "shutil.copytree", "os.chdir"})
+    reads = frozenset({"os.listdir", "os.scandir", "glob.glob", "os.walk", "shutil.copyfile", "shutil.copytree"})
+    guarded = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__closure__", "__globals__"})
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    scratch_roots = (scratch,)
+
+    def textual(p):  # absolute and with '.', '..' collapsed, without asking the file system
+        p = p if p.startswith("/") else getcwd() + "/" + p
+        parts = []
+        for c in p.split("/"):
+            if c in ("", "."):
+                continue
+            if c == "..":
+                if parts:
+                    parts.pop()
+            else:
+                parts.append(c)
+        return "/" + "/".join(parts)
+
+    def forms(a):
+        try:
+            p = fsdecode(a)
+        except Exception:  # noqa: BLE001
+            return ()
+        if not isinstance(p, str_):
+            return ()
+        t = textual(p)
+        try:
+            r = realpath(p)
+        except Exception:  # noqa: BLE001
+            r = t
+        return (t, r) if r != t else (t,)
+
+    def under(p, roots):
+        for r in roots:
+            if p == r or p.startswith(r.rstrip("/") + "/"):
+                return True
+        return False
+
+    def check_read(a):
+        for p in forms(a):
+            bits = p.split("/")
+            if p.startswith("/proc/") and len(bits) > 2 and bits[2].isdigit() and bits[2] != self_pid:
+                raise PermissionError(f"the grader does not let a submission look at other processes ({p})")
+            if (under(p, hard) and not under(p, scratch_roots)) or (under(p, deny) and not under(p, allow)):
+                raise PermissionError(f"the grader does not let a submission read {p}")
+
+    def check_write(a):
+        for p in forms(a):
+            if not under(p, scratch_roots) and p != "/dev/null":
+                raise PermissionError(f"the grader does not let a submission write outside its scratch folder ({p})")
+
+    def hook(event, args):
+        if event in blocked or event.startswith(prefixes):
+            raise PermissionError(f"the grader does not let a submission do {event}")
+        if event == "object.__setattr__" and len(args) > 1 and args[1] in guarded:
+            raise PermissionError(f"the grader does not let a submission set {args[1]}")
+        if event == "open" and args and isinstance(args[0], path_types):
+            mode = args[1] if len(args) > 1 else "r"
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int_) else 0
+            if (isinstance(mode, str_) and any(c in mode for c in "wax+")) or flags & write_flags:
+                check_write(args[0])
+            check_read(args[0])
+        elif event in writes:
+            for a in args:
+                if isinstance(a, path_types):
+                    check_write(a)
+        if event in reads and args and isinstance(args[0], path_types):
+            check_read(args[0])
+
+    return hook
+
+
 _SCRATCH = os.path.realpath(cfg["scratch"])
-_DENY = tuple(cfg["deny"])
-_HARD = tuple(cfg.get("hard", ()))  # denied even inside an allowed folder (an installed lessonlib, the submissions)
-_ALLOW = tuple(cfg["allow"]) + (_SCRATCH, os.path.realpath(cfg["lib"]))
-_SELF = str(os.getpid())
-_BLOCKED = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-            "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.dlopen", "ctypes.dlsym",
-            "ctypes.call_function", "socket.connect", "socket.bind", "os.setsid"}
-_WRITES = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown", "os.link",
-           "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile", "shutil.copytree"}
-_READS = {"os.listdir", "os.scandir", "os.chdir", "glob.glob", "os.walk", "shutil.copyfile", "shutil.copytree"}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def _real(p):
-    try:
-        return os.path.realpath(os.fsdecode(p))
-    except Exception:  # noqa: BLE001
-        return ""
-
-
-def _under(p, roots):
-    return any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _check_read(p):
-    if not p:
-        return
-    if p.startswith("/proc/") and p.split("/")[2].isdigit() and p.split("/")[2] != _SELF:
-        raise PermissionError(f"the grader does not let a submission look at other processes ({p})")
-    if (_under(p, _HARD) and not _under(p, (_SCRATCH,))) or (_under(p, _DENY) and not _under(p, _ALLOW)):
-        raise PermissionError(f"the grader does not let a submission read {p}")
-
-
-def _check_write(p):
-    if p and not _under(p, (_SCRATCH,)) and p != "/dev/null":
-        raise PermissionError(f"the grader does not let a submission write outside its scratch folder ({p})")
-
-
-def _audit(event, args):
-    if event in _BLOCKED or event.startswith(("os.exec", "os.spawn", "os.posix_spawn", "ctypes.")):
-        raise PermissionError(f"the grader does not let a submission do {event}")
-    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        p = _real(args[0])
-        mode, flags = args[1] if len(args) > 1 else "r", args[2] if len(args) > 2 else 0
-        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & _WRITE_FLAGS:
-            _check_write(p)
-        _check_read(p)
-    elif event in _WRITES:
-        for a in args:
-            if isinstance(a, (str, bytes, os.PathLike)):
-                _check_write(_real(a))
-    if event in _READS and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        _check_read(_real(args[0]))
-
-
-sys.addaudithook(_audit)
+_lib_forms = (cfg["lib"], os.path.realpath(cfg["lib"]))
+_prefix_forms = (sys.prefix, sys.base_prefix, os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix))
+sys.addaudithook(_make_hook(_SCRATCH, tuple(cfg["deny"]), tuple(cfg.get("hard", ())),
+                            tuple(cfg["allow"]) + (_SCRATCH,) + _lib_forms + _prefix_forms, str(os.getpid())))
+del _make_hook, _lib_forms, _prefix_forms
 sys.dont_write_bytecode = True
 _send({"ready": True, "pid": os.getpid()})
 
