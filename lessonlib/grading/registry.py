@@ -121,7 +121,7 @@ def concept_number(id: str, *, points: int, notebook: str, answer: float | None,
                    rel_tol: float = 0.0, abs_tol: float = 0.0, hints: tuple[str, ...] = ()) -> Exercise:
     """A question answered by one number, right within ``rel_tol``/``abs_tol`` (``answer=None``: blanked in a
     student release; the check is then graded by the instructor)."""
-    from .checks import concept_number_check
+    from .concept import concept_number_check
 
     return Exercise(id=id, points=points, notebook=notebook, reference=f"{CONCEPT_MODULE}:answer_{id}",
                     statement=statement, hints=hints,
@@ -131,7 +131,7 @@ def concept_number(id: str, *, points: int, notebook: str, answer: float | None,
 def concept_choice(id: str, *, points: int, notebook: str, answer: str | None, choices: tuple[str, ...],
                    statement: str, hints: tuple[str, ...] = ()) -> Exercise:
     """A question answered by one of ``choices`` (compared after strip/lower-casing)."""
-    from .checks import concept_choice_check
+    from .concept import concept_choice_check
 
     return Exercise(id=id, points=points, notebook=notebook, reference=f"{CONCEPT_MODULE}:answer_{id}",
                     statement=statement, hints=hints, checks=(concept_choice_check(answer, choices),),
