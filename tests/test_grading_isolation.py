@@ -277,3 +277,18 @@ def test_bad_timeouts_are_refused(bad, tmp_path, capsys):
     assert cli_grade([str(p), "--timeout", bad]) == 2
     assert "positive, finite number" in capsys.readouterr().err
     assert cli_grade([str(p), "--question-timeout", bad]) == 2
+
+
+def test_the_child_carries_autograd_function_arguments_and_numpy(tmp_path):
+    """Solutions whose checks call .backward() on the result (13), pass the grader's own quantizer function
+    as an argument (07) and return numpy arrays (19) keep full marks through the child."""
+    from lessonlib.grading.runner import grade_folder
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbs = ("07_sparsegpt_wanda", "13_response_distillation", "19_entropy_coding")
+    for nb in nbs:
+        (subs / f"{nb}.py").write_text(open(os.path.join(ROOT, "solutions", f"{nb}.py"), encoding="utf-8").read())
+    results = grade_folder(str(subs), jobs=2)
+    assert {r.notebook: (r.score, r.status) for r in results} == {
+        nb: (registry.total_points(nb), "graded") for nb in nbs}

@@ -117,7 +117,6 @@ def _make_hook(scratch, deny, hard, allow, self_pid):
                         "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile",
                         "shutil.copytree", "os.chdir"})
     reads = frozenset({"os.listdir", "os.scandir", "glob.glob", "os.walk", "shutil.copyfile", "shutil.copytree"})
-    guarded = frozenset({"__code__", "__defaults__", "__kwdefaults__", "__closure__", "__globals__"})
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     scratch_roots = (scratch,)
 
@@ -170,8 +169,8 @@ def _make_hook(scratch, deny, hard, allow, self_pid):
     def hook(event, args):
         if event in blocked or event.startswith(prefixes):
             raise PermissionError(f"the grader does not let a submission do {event}")
-        if event == "object.__setattr__" and len(args) > 1 and args[1] in guarded:
-            raise PermissionError(f"the grader does not let a submission set {args[1]}")
+        if event == "object.__setattr__" and len(args) > 1 and any(args[0] is f for f in mine):
+            raise PermissionError(f"the grader does not let a submission change its guard ({args[1]})")
         if event == "open" and args and isinstance(args[0], path_types):
             mode = args[1] if len(args) > 1 else "r"
             flags = args[2] if len(args) > 2 and isinstance(args[2], int_) else 0
@@ -185,6 +184,7 @@ def _make_hook(scratch, deny, hard, allow, self_pid):
         if event in reads and args and isinstance(args[0], path_types):
             check_read(args[0])
 
+    mine = (hook, textual, forms, under, check_read, check_write)
     return hook
 
 
