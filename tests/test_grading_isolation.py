@@ -292,3 +292,28 @@ def test_the_child_carries_autograd_function_arguments_and_numpy(tmp_path):
     results = grade_folder(str(subs), jobs=2)
     assert {r.notebook: (r.score, r.status) for r in results} == {
         nb: (registry.total_points(nb), "graded") for nb in nbs}
+
+
+def test_an_instructor_key_gives_each_student_their_own_hidden_inputs(tmp_path):
+    from lessonlib.grading.checks import student_seed
+    from lessonlib.grading.runner import grade_file
+
+    p = tmp_path / f"{NB}.py"
+    p.write_text(textwrap.dedent("""
+        import torch
+        def nm_mask(scores, prune_n, prune_m):  # prunes the highest scores: every check fails
+            out, inp = scores.shape
+            g = scores.reshape(out, inp // prune_m, prune_m)
+            top = torch.argsort(g, dim=-1, descending=True, stable=True)[..., :prune_n]
+            return torch.ones_like(g, dtype=torch.bool).scatter_(-1, top, False).reshape(out, inp)
+    """))
+    key = "an-instructor-key-0123456789"
+    seeds = {}
+    for who in ("alice", "bob"):
+        r = grade_file(str(p), student=who, key=key)
+        ref_checks = [c for c in r.questions[0].checks if c.kind == "reference" and not c.name.startswith("[probe]")]
+        assert ref_checks and not any(c.passed for c in ref_checks)
+        c = ref_checks[0]
+        seeds[who] = student_seed(key, who, "q06_1", c.name)
+        assert f"(seed {seeds[who]})" in c.message
+    assert seeds["alice"] != seeds["bob"]
