@@ -207,7 +207,7 @@ def test_batch_mode_survives_raising_looping_and_broken_submissions(tmp_path):
     _submission(subs, "frank", sol.replace("    nlls = torch.as_tensor", "    import os; os._exit(3)\n"
                                                                          "    nlls = torch.as_tensor"))  # q00_4 kills
     out = tmp_path / "grades.csv"
-    code = cli_grade([str(subs), "--out", str(out), "--timeout", "6", "--question-timeout", "1", "--jobs", "2"])
+    code = cli_grade([str(subs), "--out", str(out), "--timeout", "12", "--question-timeout", "3", "--jobs", "2"])
     assert code == 0
     rows = {r["student"]: r for r in csv.DictReader(out.open())}
     assert set(rows) == {"alice", "bob", "carol", "dave", "erin", "frank"}
