@@ -8,8 +8,13 @@ Inside a notebook::
 From the shell (wired into the ``lessonlib`` command and the Makefile)::
 
     lessonlib grade exercises/00_model_anatomy.py       # one file, writes a JSON result
-    lessonlib grade submissions/ --out grades.csv       # a folder of submissions, one CSV row each
+    lessonlib grade submissions/ --out grades.csv       # a folder: CSV, grade book, --export canvas/gradescope
     lessonlib exercises build [--check]                 # (re)generate exercises/ and solutions/
+    lessonlib exercises release --out DIR               # what students get: no reference answers
+    lessonlib exercises mutants                         # the mutation score of the checks
+
+``check`` runs in this process (self-study); ``lessonlib grade`` runs each submission in an isolated child
+(:mod:`.sandbox`) and compares in the grader.
 
 See docs/INSTRUCTORS.md.
 """

@@ -17,7 +17,10 @@ arguments, turns exceptions into readable failures and reports in-place modifica
 """
 from __future__ import annotations
 
+import contextvars
 import copy
+import hashlib
+import hmac
 import inspect
 import math
 import os
@@ -31,7 +34,7 @@ import torch
 __all__ = [
     "CheckFailure", "GradingTimeout", "Check", "literal", "prop", "agrees_with_reference", "call",
     "describe", "describe_call", "assert_close", "assert_tensor", "assert_python_float", "assert_exact_zeros",
-    "assert_idempotent", "first_difference",
+    "assert_idempotent", "first_difference", "student_seed", "SEED_FOR", "ReferenceUnavailable",
 ]
 
 MAX_SHOWN = 12  # tensors with at most this many elements are printed in full
@@ -39,6 +42,11 @@ MAX_SHOWN = 12  # tensors with at most this many elements are printed in full
 
 class CheckFailure(AssertionError):
     """A check did not pass; the message is shown to the student."""
+
+
+class ReferenceUnavailable(Exception):
+    """The reference implementation is not in this copy of lessonlib (a student release): the check that
+    needs it is instructor-only here."""
 
 
 class GradingTimeout(BaseException):
@@ -50,12 +58,37 @@ class Check:
     """One named test of a student's function: ``run(student_fn, reference_fn)`` raises on failure."""
 
     name: str
-    kind: str  # "literal" | "property" | "reference"
+    kind: str  # "literal" | "property" | "reference" | "concept"
     run: Callable[[Callable, Callable], None] = field(repr=False)
+    weight: float = 1.0  # share of the question's points (partial credit: passed weight / total weight)
+    hidden: bool = False  # instructor-only: left out of the student release, seeded per student when graded
 
     def __post_init__(self) -> None:
-        if self.kind not in ("literal", "property", "reference"):
-            raise ValueError(f"kind={self.kind!r} must be 'literal', 'property' or 'reference'")
+        if self.kind not in ("literal", "property", "reference", "concept"):
+            raise ValueError(f"kind={self.kind!r} must be 'literal', 'property', 'reference' or 'concept'")
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or not (
+                math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"check {self.name!r}: weight={self.weight!r} must be a positive finite number")
+
+    def weighted(self, weight: float) -> "Check":
+        """The same check with another weight (``Check`` is a plain dataclass: specs may also pass weight=)."""
+        return Check(self.name, self.kind, self.run, weight, self.hidden)
+
+    def as_hidden(self) -> "Check":
+        """The same check, instructor-only (see :func:`student_seed`)."""
+        return Check(self.name, self.kind, self.run, self.weight, True)
+
+
+# ------------------------------------------------------------------ per-student seeds of hidden checks
+SEED_FOR: contextvars.ContextVar[Callable[[str], int] | None] = contextvars.ContextVar("seed_for", default=None)
+
+
+def student_seed(key: bytes | str, student: str, exercise_id: str, check_name: str) -> int:
+    """``HMAC-SHA256(key, student | exercise | check)`` as a 63-bit seed: each student gets their own inputs,
+    and nobody without the instructor key can compute them."""
+    k = key.encode() if isinstance(key, str) else key
+    msg = f"{student}\x1f{exercise_id}\x1f{check_name}".encode()
+    return int.from_bytes(hmac.new(k, msg, hashlib.sha256).digest()[:8], "big") >> 1
 
 
 # ------------------------------------------------------------------ describing values
@@ -97,20 +130,45 @@ def describe_call(fn_name: str, bound: inspect.BoundArguments | None, args: tupl
 def _clone(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
-    if isinstance(x, (list, tuple, dict)):
+    if isinstance(x, (list, tuple, dict, set, torch.nn.Module)) or type(x).__name__ == "ndarray":
         return copy.deepcopy(x)
     return x
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Whether the caller's tensor ``a`` still equals the copy ``b`` the student received (NaNs equal)."""
-    if not isinstance(a, torch.Tensor):
+def _same(a: Any, b: Any, depth: int = 0) -> bool:
+    """Whether the caller's value ``a`` still equals the copy ``b`` the student received, all the way down:
+    tensors (values, shape, dtype; NaNs equal), dicts, lists, tuples, sets, modules' state and numbers."""
+    if depth > 50:
         return True
-    if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.dtype.is_floating_point:
-        return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()))
-    return bool(torch.equal(a, b))
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.is_floating_point or a.dtype.is_complex:
+            return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()))
+        return bool(torch.equal(a, b))
+    if type(a).__name__ == "ndarray" and hasattr(a, "shape"):
+        import numpy as np
+
+        return isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype and \
+            bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, torch.nn.Module):
+        if not isinstance(b, torch.nn.Module):
+            return False
+        sa, sb = a.state_dict(), b.state_dict()
+        return sa.keys() == sb.keys() and all(_same(sa[k], sb[k], depth + 1) for k in sa)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k], depth + 1) for k in a)
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) or isinstance(b, type(a))) and len(a) == len(b) and \
+            all(_same(x, y, depth + 1) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (int, float, str, bytes, bool, set, frozenset, type(None))):
+        try:
+            return bool(a == b)
+        except Exception:  # noqa: BLE001
+            return False
+    return True  # other objects: not compared
 
 
 def _where_in_student_code(exc: BaseException, fn: Callable) -> str:
@@ -149,14 +207,22 @@ def call(fn: Callable, *args: Any, _ref: Callable | None = None, _check_inputs: 
     except SystemExit as exc:
         raise CheckFailure(f"calling {shown}\n  called exit({exc.code!r}); a graded function must return a value")
     except Exception as exc:  # the student's bug: explain it
-        raise CheckFailure(f"calling {shown}\n  raised {type(exc).__name__}: {exc}"
-                           f"{_where_in_student_code(exc, fn)}") from None
+        type_name = getattr(exc, "type_name", type(exc).__name__)
+        if type_name == "SystemExit":
+            raise CheckFailure(f"calling {shown}\n  called exit({getattr(exc, 'exit_code', None)!r}); "
+                               "a graded function must return a value") from None
+        where = getattr(exc, "where", "")
+        where = f"\n  at {where}" if where else _where_in_student_code(exc, fn)
+        raise CheckFailure(f"calling {shown}\n  raised {type_name}: {exc}{where}") from None
     if _check_inputs:
         names = list(bound.arguments) if bound is not None else [f"argument {i}" for i in range(len(args))]
-        for i, (orig, used) in enumerate(zip(args, c_args)):
+        pairs = [(names[i] if i < len(names) else f"argument {i}", o, u) for i, (o, u) in enumerate(zip(args, c_args))]
+        pairs += [(k, kwargs[k], c_kwargs[k]) for k in kwargs]
+        for name_i, orig, used in pairs:
             if not _same(orig, used):
-                raise CheckFailure(f"calling {shown}\n  modified its input `{names[i]}` in place; "
-                                   "work on a copy (e.g. x = x.clone()) instead")
+                raise CheckFailure(f"calling {shown}\n  modified its input `{name_i}` in place (a tensor, or "
+                                   "something inside a list/dict/module); work on a copy (x = x.clone(), "
+                                   "{k: v.clone() for k, v in d.items()}) instead")
     return out
 
 
@@ -198,8 +264,8 @@ def assert_close(got: Any, expected: Any, *, what: str, rtol: float = 1e-5, atol
     """``got`` matches ``expected`` (numbers or tensors); on failure say where and by how much."""
     if isinstance(expected, torch.Tensor):
         assert_tensor(got, what=what, shape=tuple(expected.shape))
-        if expected.dtype.is_floating_point != got.dtype.is_floating_point:
-            raise CheckFailure(f"{what}\n  expected dtype like {expected.dtype}, got {got.dtype}")
+        if expected.dtype != got.dtype:  # enforced the same way in every question
+            raise CheckFailure(f"{what}\n  expected dtype {expected.dtype}, got dtype {got.dtype}")
         diff = first_difference(got, expected, rtol, atol)
         if diff:
             raise CheckFailure(f"{what}\n  expected: {describe(expected)}\n  got:      {describe(got)}"
@@ -241,7 +307,8 @@ def assert_idempotent(fn: Callable, x: torch.Tensor, *args: Any, what: str, ref:
 
 # ------------------------------------------------------------------ check constructors
 def literal(name: str, args: tuple = (), kwargs: dict | None = None, *, expected: Any,
-            rtol: float = 1e-5, atol: float = 1e-6, result: Callable[..., None] | None = None) -> Check:
+            rtol: float = 1e-5, atol: float = 1e-6, result: Callable[..., None] | None = None,
+            weight: float = 1.0, hidden: bool = False) -> Check:
     """A hand-computed case: the student's output on ``args``/``kwargs`` must be close to ``expected``.
 
     ``result(got, what=...)`` optionally checks the returned value's type first (e.g.
@@ -256,37 +323,42 @@ def literal(name: str, args: tuple = (), kwargs: dict | None = None, *, expected
             result(got, what=shown)
         assert_close(got, expected, what=shown, rtol=rtol, atol=atol)
 
-    return Check(name, "literal", run)
+    return Check(name, "literal", run, weight, hidden)
 
 
-def prop(name: str) -> Callable[[Callable[[Callable, Callable], None]], Check]:
+def prop(name: str, *, weight: float = 1.0, hidden: bool = False) -> Callable[[Callable[[Callable, Callable], None]], Check]:
     """Decorator: turn ``def f(student_fn, reference_fn)`` (raising CheckFailure) into a property check."""
 
     def wrap(f: Callable[[Callable, Callable], None]) -> Check:
-        return Check(name, "property", f)
+        return Check(name, "property", f, weight, hidden)
 
     return wrap
 
 
 def agrees_with_reference(name: str, make_case: Callable[[torch.Generator, random.Random], tuple[tuple, dict]],
-                          *, n_cases: int = 5, seed: int = 0, rtol: float = 1e-5, atol: float = 1e-6) -> Check:
+                          *, n_cases: int = 5, seed: int = 0, rtol: float = 1e-5, atol: float = 1e-6,
+                          weight: float = 1.0, hidden: bool = False) -> Check:
     """The student's output matches the reference on ``n_cases`` seeded random inputs.
 
     ``make_case(gen, rng)`` returns ``(args, kwargs)``; ``gen`` is a seeded ``torch.Generator``, ``rng`` a
-    seeded ``random.Random`` (for integer arguments).
+    seeded ``random.Random`` (for integer arguments).  When the grader runs with an instructor key the
+    seed is :func:`student_seed` (each student's own inputs) instead of ``seed``; ``hidden=True`` makes the
+    check instructor-only (not in the student release, skipped in self-study).
     """
 
     def run(fn: Callable, ref: Callable) -> None:
-        gen, rng = torch.Generator().manual_seed(seed), random.Random(seed)
+        seed_for = SEED_FOR.get()
+        s = seed_for(name) if seed_for is not None else seed
+        gen, rng = torch.Generator().manual_seed(s), random.Random(s)
         for i in range(n_cases):
             args, kwargs = make_case(gen, rng)
             want = ref(*(_clone(a) for a in args), **{k: _clone(v) for k, v in kwargs.items()})
             got = call(fn, *args, _ref=ref, **kwargs)
             shown = describe_call(getattr(ref, "__name__", "function"), _bind(ref, args, kwargs), args, kwargs)
-            assert_close(got, want, what=f"random case {i + 1}/{n_cases} (seed {seed}): {shown}",
+            assert_close(got, want, what=f"random case {i + 1}/{n_cases} (seed {s}): {shown}",
                          rtol=rtol, atol=atol)
 
-    return Check(name, "reference", run)
+    return Check(name, "reference", run, weight, hidden)
 
 
 def _bind(ref: Callable, args: tuple, kwargs: dict) -> inspect.BoundArguments | None:
@@ -294,4 +366,3 @@ def _bind(ref: Callable, args: tuple, kwargs: dict) -> inspect.BoundArguments | 
         return inspect.signature(ref).bind(*args, **kwargs)
     except (TypeError, ValueError):
         return None
-

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -30,11 +31,28 @@ def cli_grade(argv: list[str]) -> int:
     p.add_argument("--notebook", help="which notebook's exercises (default: from the file name)")
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (folders)")
     p.add_argument("--fail-under", type=float, help="exit 1 if any submission scores below this percentage")
-    p.add_argument("--in-process", action="store_true", help="no worker process (faster, no time limit)")
+    p.add_argument("--in-process", action="store_true",
+                   help="no isolated child (fast, NO protection: only for your own file)")
+    p.add_argument("--key-file", help="instructor key file: per-student seeds for reference checks (default: "
+                                      "$LESSONLIB_GRADE_KEY_FILE, else $LESSONLIB_GRADE_KEY)")
+    p.add_argument("--export", choices=("canvas", "gradescope"), action="append", default=[],
+                   help="also write grades.canvas.csv / grades.gradescope.csv (folders; repeatable)")
+    p.add_argument("--similarity", action="store_true",
+                   help="also write a similarity report (folders): submissions matching the reference or each other")
     p.add_argument("--brief", action="store_true", help="one line per question, no failure details")
     a = _parse(p, argv)
     if isinstance(a, int):
         return a
+    for name in ("timeout", "question_timeout"):
+        v = getattr(a, name)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            print(f"lessonlib grade: --{name.replace('_', '-')} {v:g} is not allowed: give a positive, finite number "
+                  "of seconds", file=sys.stderr)
+            return 2
+    if a.jobs < 1:
+        print(f"lessonlib grade: --jobs {a.jobs} must be at least 1", file=sys.stderr)
+        return 2
+    key = _read_key(a.key_file)
     if not os.path.exists(a.path):
         print(f"lessonlib grade: {a.path} does not exist", file=sys.stderr)
         return 2
@@ -49,19 +67,32 @@ def cli_grade(argv: list[str]) -> int:
                       flush=True)
 
         results = grade_folder(a.path, a.notebook, timeout=a.timeout, question_timeout=a.question_timeout,
-                               jobs=a.jobs, on_result=show)
+                               jobs=a.jobs, key=key, on_result=show)
         if not results:
             print(f"lessonlib grade: no .py submissions in {a.path}", file=sys.stderr)
             return 2
         out = a.out or os.path.join(a.path, "grades.csv")
+        # every child has ended (grade_folder returns after killing each one's process group): write now
         write_csv(results, out)
         write_json(results, os.path.splitext(out)[0] + ".json")
-        print(f"{len(results)} submissions graded; wrote {out}")
+        from .results import write_gradebook
+
+        book = os.path.splitext(out)[0] + ".book.csv"
+        write_gradebook(results, book)
+        for kind in a.export:
+            write_gradebook(results, os.path.splitext(out)[0] + f".{kind}.csv", kind=kind)
+        if a.similarity:
+            from .similarity import similarity_report
+
+            rep = os.path.splitext(out)[0] + ".similarity.txt"
+            flagged = similarity_report([(r.student, r.path, r.notebook) for r in results], rep)
+            print(f"similarity: {flagged} pair(s) flagged; wrote {rep}")
+        print(f"{len(results)} submissions graded; wrote {out} and the grade book {book}")
     else:
         if a.in_process:
             results = [grade_file_inprocess(a.path, a.notebook, time_limit_s=a.question_timeout)]
         else:
-            results = [grade_file(a.path, a.notebook, timeout=a.timeout, question_timeout=a.question_timeout)]
+            results = [grade_file(a.path, a.notebook, timeout=a.timeout, question_timeout=a.question_timeout, key=key)]
         print(format_file(results[0], detail=not a.brief))
         out = a.out or os.path.splitext(a.path)[0] + ".result.json"
         write_json(results[0], out)
@@ -71,8 +102,21 @@ def cli_grade(argv: list[str]) -> int:
     return 0
 
 
+def _read_key(path: str | None) -> bytes | None:
+    """The instructor key: a file (``--key-file`` / ``$LESSONLIB_GRADE_KEY_FILE``) or ``$LESSONLIB_GRADE_KEY``."""
+    path = path or os.environ.get("LESSONLIB_GRADE_KEY_FILE")
+    if path:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+        if len(key) < 16:
+            raise SystemExit(f"lessonlib grade: the key in {path} is too short (at least 16 bytes)")
+        return key
+    env = os.environ.get("LESSONLIB_GRADE_KEY", "")
+    return env.encode() if env else None
+
+
 def cli_exercises(argv: list[str]) -> int:
-    """``lessonlib exercises build [--check] | list | mutants``; returns the exit code."""
+    """``lessonlib exercises build [--check] | list | mutants | release --out DIR``; returns the exit code."""
     p = argparse.ArgumentParser(prog="lessonlib exercises", description="Generate and inspect graded exercises.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write exercises/NN_topic.py and solutions/NN_topic.py from the markers")
@@ -80,6 +124,8 @@ def cli_exercises(argv: list[str]) -> int:
     b.add_argument("--root", help="where exercises/ and solutions/ live (default: the lessonlib checkout)")
     sub.add_parser("list", help="every exercise with its points")
     sub.add_parser("mutants", help="grade the planted wrong implementations; print the mutation score")
+    r = sub.add_parser("release", help="build the student release (no reference answers) into --out DIR")
+    r.add_argument("--out", required=True, help="a new folder")
     a = _parse(p, argv)
     if isinstance(a, int):
         return a
@@ -87,6 +133,19 @@ def cli_exercises(argv: list[str]) -> int:
         return _build(a.root, a.check)
     if a.cmd == "list":
         return _list()
+    if a.cmd == "release":
+        from .release import build_release
+
+        try:
+            leaks = build_release(a.out)
+        except ValueError as e:
+            print(f"lessonlib exercises release: {e}", file=sys.stderr)
+            return 2
+        for l in leaks:
+            print(f"leak: {l}", file=sys.stderr)
+        print(f"wrote the student release to {a.out}" + (f"; {len(leaks)} LEAKS" if leaks else "; no reference "
+                                                         "answer found in it"))
+        return 1 if leaks else 0
     return _mutants()
 
 

@@ -246,6 +246,15 @@ def generate(notebook: str, exercises: list[Exercise]) -> Generated:
                                        f"the standard library and {sorted(THIRD_PARTY_ALLOWED)}")
 
     for ex in exercises:
+        if ex.concept:  # a concept question: a top-level answer variable, no reference code
+            answer = getattr(ex.checks[0], "answer", None)
+            kind = "one of " + ", ".join(repr(c) for c in getattr(ex.checks[0], "choices", ())) \
+                if getattr(ex.checks[0], "choices", None) else "a number"
+            header = _question_header(ex)
+            parts_sol.append(f"{header}\n{ex.function} = {answer!r}")
+            parts_ex.append(f"{header}\n{ex.function} = None  # your answer: {kind}")
+            blocks_by_id[ex.id] = []
+            continue
         mod = _read_module(ex.module)
         node = mod.defs.get(ex.function)
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

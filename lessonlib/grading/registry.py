@@ -14,9 +14,30 @@ Adding exercises for notebook ``NN_topic`` means writing one module ``lessonlib/
 and marking the graded part of the reference function's body with ``# BEGIN SOLUTION`` /
 ``# END SOLUTION``.  Nothing else needs registering: ``lessonlib exercises build`` then writes
 ``exercises/03_gptq.py`` and ``solutions/03_gptq.py``, and ``lessonlib grade`` knows the questions.
+
+Optional, per check (all constructors in :mod:`.checks` take them): ``weight=2.0`` (partial credit: a
+question earns ``points * passed weight / total weight``; default 1) and ``hidden=True`` (instructor-only:
+dropped from the student release; graded with per-student seeds when an instructor key is given).
+
+Concept questions (a number with a tolerance, or one choice of several) use the same machinery::
+
+    from lessonlib.grading.registry import concept_number, concept_choice
+
+    EXERCISES = [
+        ...,
+        concept_number("q03_2", points=2, notebook=NOTEBOOK, answer=0.125, abs_tol=1e-3,
+                       statement="What fraction of the weights does 2:4 keep in a 1:8 pattern?"),
+        concept_choice("q03_3", points=1, notebook=NOTEBOOK, answer="b", choices=("a", "b", "c"),
+                       statement="Which ordering does GPTQ use? a) ... b) ... c) ..."),
+    ]
+
+The student answers with a top-level variable (or a function of no arguments returning it) named
+``answer_q03_2`` in their file (``exercises/03_gptq.py``), or in a notebook with
+``check("q03_2", 0.125)``.  The expected answer lives only in the spec: the release blanks it.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import pkgutil
@@ -25,9 +46,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .checks import Check
+from .probes import extra_checks
 
-__all__ = ["Exercise", "all_exercises", "get", "notebooks", "for_notebook", "total_points", "spec_modules"]
+__all__ = ["concept_number", "concept_choice", "CONCEPT_MODULE", "Exercise", "all_exercises", "get", "notebooks", "for_notebook", "total_points", "spec_modules"]
 
+CONCEPT_MODULE = "concept"  # Exercise.reference = "concept:answer_q03_2" for concept questions
 ID_RE = re.compile(r"^q(\d\d)_(\d+)$")
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[a-z0-9_]+$")
 SPEC_RE = re.compile(r"^specs_(\d\d)$")
@@ -69,6 +92,11 @@ class Exercise:
             raise ValueError(f"{self.id}: hints must be a tuple of strings, not one string")
 
     @property
+    def concept(self) -> bool:
+        """A concept question (a number or a choice; see :func:`concept_number`, :func:`concept_choice`)."""
+        return self.module == CONCEPT_MODULE
+
+    @property
     def module(self) -> str:
         return self.reference.split(":", 1)[0]
 
@@ -79,7 +107,35 @@ class Exercise:
 
     def reference_fn(self) -> Callable:
         """The lessonlib reference implementation (imported on first use)."""
+        if self.concept:
+            return _no_reference
         return getattr(importlib.import_module(self.module), self.function)
+
+
+def _no_reference(*args, **kwargs):
+    """Concept questions have no reference function; their checks hold the answer."""
+    raise NotImplementedError("a concept question has no reference implementation")
+
+
+def concept_number(id: str, *, points: int, notebook: str, answer: float | None, statement: str,
+                   rel_tol: float = 0.0, abs_tol: float = 0.0, hints: tuple[str, ...] = ()) -> Exercise:
+    """A question answered by one number, right within ``rel_tol``/``abs_tol`` (``answer=None``: blanked in a
+    student release; the check is then graded by the instructor)."""
+    from .concept import concept_number_check
+
+    return Exercise(id=id, points=points, notebook=notebook, reference=f"{CONCEPT_MODULE}:answer_{id}",
+                    statement=statement, hints=hints,
+                    checks=(concept_number_check(answer, rel_tol=rel_tol, abs_tol=abs_tol),), time_limit_s=5.0)
+
+
+def concept_choice(id: str, *, points: int, notebook: str, answer: str | None, choices: tuple[str, ...],
+                   statement: str, hints: tuple[str, ...] = ()) -> Exercise:
+    """A question answered by one of ``choices`` (compared after strip/lower-casing)."""
+    from .concept import concept_choice_check
+
+    return Exercise(id=id, points=points, notebook=notebook, reference=f"{CONCEPT_MODULE}:answer_{id}",
+                    statement=statement, hints=hints, checks=(concept_choice_check(answer, choices),),
+                    time_limit_s=5.0)
 
 
 def spec_modules() -> list[str]:
@@ -102,7 +158,8 @@ def _load() -> tuple[Exercise, ...]:
         for ex in getattr(mod, "EXERCISES", ()):
             if ex.notebook != notebook:
                 raise ValueError(f"{ex.id}: notebook={ex.notebook!r} but {name}.NOTEBOOK={notebook!r}")
-            found.append(ex)
+            extra = [c for c in extra_checks(ex.id, ex.function) if c.name not in {x.name for x in ex.checks}]
+            found.append(dataclasses.replace(ex, checks=tuple(ex.checks) + tuple(extra)) if extra else ex)
     ids = [e.id for e in found]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:

@@ -7,9 +7,9 @@ import os
 from dataclasses import asdict, dataclass, field
 
 __all__ = ["CheckResult", "QuestionResult", "FileResult", "write_json", "write_csv", "format_question",
-           "format_file"]
+           "format_file", "csv_cell", "write_gradebook"]
 
-STATUSES = ("passed", "failed", "not_implemented", "missing", "timeout", "crashed", "not_graded")
+STATUSES = ("passed", "failed", "flagged", "not_implemented", "missing", "timeout", "crashed", "not_graded")
 
 
 @dataclass
@@ -18,6 +18,7 @@ class CheckResult:
     kind: str
     passed: bool
     message: str = ""
+    weight: float = 1.0
 
 
 @dataclass
@@ -25,7 +26,7 @@ class QuestionResult:
     id: str
     function: str
     max_points: int
-    points: int = 0
+    points: float = 0
     status: str = ""  # one of STATUSES
     message: str = ""
     checks: list[CheckResult] = field(default_factory=list)
@@ -77,7 +78,7 @@ class FileResult:
 
 
 # ------------------------------------------------------------------ text
-_MARK = {"passed": "ok", "failed": "FAIL", "not_implemented": "TODO", "missing": "MISSING", "timeout": "TIMEOUT",
+_MARK = {"passed": "ok", "failed": "FAIL", "flagged": "FLAGGED", "not_implemented": "TODO", "missing": "MISSING", "timeout": "TIMEOUT",
          "crashed": "CRASH", "not_graded": "--"}
 
 
@@ -134,8 +135,67 @@ def write_csv(results: list[FileResult], path: str) -> None:
         for r in results:
             pts = {q.id: q.points for q in r.questions}
             msg = r.message or next((q.message for q in r.questions if q.status != "passed" and q.message), "")
-            w.writerow([r.student, os.path.basename(r.path), r.notebook or "", r.status, r.score, r.max_score,
-                        r.percent] + [pts.get(i, "") for i in qids] + [_one_line(msg)])
+            w.writerow([csv_cell(r.student), csv_cell(os.path.basename(r.path)), r.notebook or "", r.status, r.score,
+                        r.max_score, r.percent] + [pts.get(i, "") for i in qids] + [csv_cell(_one_line(msg))])
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "|", "%")
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as text: strings starting like a formula (=, +, -, @, tab, CR) get a
+    leading apostrophe (OWASP's advice against CSV injection); numbers pass unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
+
+
+def write_gradebook(results: list[FileResult], path: str, kind: str = "book") -> None:
+    """One row per student (their submissions' questions merged; a question answered twice keeps its best).
+
+    * ``book``: ``student, <question ids...>, total, max_total, percent``;
+    * ``canvas``: Canvas's gradebook import: ``Student, ID, SIS User ID, Section, <assignment columns>``;
+      the student column holds the submission's name, ID/SIS/Section are left blank for Canvas to match on
+      (match by name, or fill them in), one assignment column per notebook named ``lessonlib NN_topic (max)``
+      and ``lessonlib total``;
+    * ``gradescope``: ``Name, Email, Score`` (Gradescope's "upload scores" CSV; ``Email`` is the student's
+      folder/file name when it contains ``@``, else blank).
+    """
+    if kind not in ("book", "canvas", "gradescope"):
+        raise ValueError(f"kind={kind!r} must be 'book', 'canvas' or 'gradescope'")
+    best: dict[str, dict[str, float]] = {}
+    maxima: dict[str, float] = {}
+    nb_of: dict[str, str] = {}
+    for r in results:
+        row = best.setdefault(r.student or os.path.basename(r.path), {})
+        for q in r.questions:
+            row[q.id] = max(row.get(q.id, 0), q.points)
+            maxima[q.id] = q.max_points
+            nb_of[q.id] = r.notebook or ""
+    qids = sorted(maxima, key=lambda i: (i.split("_")[0], int(i.split("_")[1])))
+    total_max = sum(maxima.values())
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        if kind == "book":
+            w.writerow(["student"] + qids + ["total", "max_total", "percent"])
+            for s, row in sorted(best.items()):
+                tot = round(sum(row.values()), 2)
+                w.writerow([csv_cell(s)] + [row.get(i, 0) for i in qids]
+                           + [tot, total_max, round(100 * tot / total_max, 1) if total_max else 0])
+        elif kind == "canvas":
+            nbs = sorted(set(nb_of.values()))
+            nb_max = {nb: sum(m for i, m in maxima.items() if nb_of[i] == nb) for nb in nbs}
+            w.writerow(["Student", "ID", "SIS User ID", "Section"]
+                       + [f"lessonlib {nb} ({nb_max[nb]:g})" for nb in nbs] + [f"lessonlib total ({total_max:g})"])
+            w.writerow(["Points Possible", "", "", ""] + [nb_max[nb] for nb in nbs] + [total_max])
+            for s, row in sorted(best.items()):
+                per = [round(sum(v for i, v in row.items() if nb_of[i] == nb), 2) for nb in nbs]
+                w.writerow([csv_cell(s), "", "", ""] + per + [round(sum(row.values()), 2)])
+        else:
+            w.writerow(["Name", "Email", "Score"])
+            for s, row in sorted(best.items()):
+                w.writerow([csv_cell(s), csv_cell(s) if "@" in s else "", round(sum(row.values()), 2)])
 
 
 def _one_line(msg: str, limit: int = 400) -> str:

@@ -2,28 +2,29 @@
 
 * :func:`grade_function` runs one exercise's checks on a function, in this process (what
   ``lessonlib.grading.check`` and the tests use);
-* :func:`grade_file` grades a submission file in a separate worker process
-  (``python -m lessonlib.grading.runner --worker FILE``), so an import error, an exception, an infinite loop
-  or a crash costs the student points, never the grader.  The worker reports one JSON line per question
-  as it goes; each question has a soft time limit (SIGALRM inside the worker) and the whole submission a
-  hard one (the worker's process group is killed).  Questions graded before a hang keep their points;
-* :func:`grade_folder` grades every submission in a folder into a CSV (see docs/INSTRUCTORS.md).
+* :func:`grade_file` grades a submission file in an isolated child process (:mod:`.sandbox`): the child only
+  computes the student's functions' outputs on inputs sent from here; every check, comparison and point
+  is computed here, so an import error, an exception, an infinite loop, a crash or a cheat costs the
+  student points, never the grader.  A question that hangs or kills its child is marked and the next
+  question gets a fresh child;
+* :func:`grade_folder` grades every submission in a folder (see docs/INSTRUCTORS.md).
 
-Scoring: a question earns all its points when every one of its checks passes, else 0.
+Scoring (partial credit): a question earns ``points * (weight of the checks passed) / (weight of all its
+checks)``, rounded to 2 decimals; 0 when it is not implemented, times out, crashes or is *flagged* (it
+calls into the reference implementation, or the file does something no honest answer needs; see
+:mod:`.cheats`).  Points are checked against the registry's maximum before anything is written.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
+import functools
 import importlib.util
 import itertools
-import json
+import math
 import os
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -32,7 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 from . import registry
-from .checks import CheckFailure, GradingTimeout
+from .checks import SEED_FOR, CheckFailure, GradingTimeout, ReferenceUnavailable
+from . import cheats
+from .checks import student_seed
+from .remote import RemoteFunction
+from .sandbox import Limits, Sandbox, SandboxDied
 from .results import CheckResult, FileResult, QuestionResult, write_csv, write_json
 
 __all__ = ["grade_function", "grade_module", "grade_file", "grade_file_inprocess", "grade_folder",
@@ -63,44 +68,80 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def grade_function(ex: registry.Exercise, fn: Callable | None, *, time_limit_s: float | None = None) -> QuestionResult:
-    """Run every check of ``ex`` on ``fn``; all pass = all points, else 0, with the first failure explained."""
+def _ref_or_unavailable(ref: Callable) -> Callable:
+    """The reference, raising :class:`ReferenceUnavailable` where a release has stubbed it."""
+
+    @functools.wraps(ref)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return ref(*args, **kwargs)
+        except NotImplementedError:
+            raise ReferenceUnavailable(getattr(ref, "__name__", "reference")) from None
+
+    return wrapped
+
+
+def grade_function(ex: registry.Exercise, fn: Callable | None, *, time_limit_s: float | None = None,
+                   seed_for: Callable[[str], int] | None = None) -> QuestionResult:
+    """Run every check of ``ex`` on ``fn``: partial credit by check weight, the first failure explained.
+
+    ``seed_for(check_name)`` replaces the seeds of reference checks (per-student hidden inputs).
+    """
     t0 = time.perf_counter()
     res = QuestionResult(ex.id, ex.function, ex.points)
+    if fn is not None and not callable(fn) and ex.concept:
+        value, fn = fn, (lambda: value)
     if fn is None or not callable(fn):
         res.status = "missing"
         res.message = f"no function named `{ex.function}` found; keep the name and signature from the exercise file"
         return res
-    ref = ex.reference_fn()
+    ref = _ref_or_unavailable(ex.reference_fn())
+    skipped: list[str] = []
+    token = SEED_FOR.set(seed_for)
     try:
         with time_limit(time_limit_s):
             for c in ex.checks:
                 try:
                     c.run(fn, ref)
-                    res.checks.append(CheckResult(c.name, c.kind, True))
+                    res.checks.append(CheckResult(c.name, c.kind, True, weight=c.weight))
                 except NotImplementedError:
                     res.status = "not_implemented"
                     res.message = (f"not implemented yet: `{ex.function}` still raises NotImplementedError; "
                                    "replace that line with your code")
                     res.checks = []
                     break
+                except ReferenceUnavailable:
+                    skipped.append(c.name)
                 except CheckFailure as e:
-                    res.checks.append(CheckResult(c.name, c.kind, False, str(e)))
+                    res.checks.append(CheckResult(c.name, c.kind, False, str(e), weight=c.weight))
                 except Exception as e:  # the check could not even inspect the result (wrong return type, ...)
                     res.checks.append(CheckResult(c.name, c.kind, False,
                                                   f"could not check the result: {type(e).__name__}: {e} "
-                                                  "(does the function return what the docstring says?)"))
+                                                  "(does the function return what the docstring says?)",
+                                                  weight=c.weight))
     except GradingTimeout:
         res.status = "timeout"
-        res.message = (f"time limit exceeded: `{ex.function}` ran longer than {time_limit_s:g} s "
-                       "(an infinite loop, or a much slower algorithm than asked for?)")
+        res.message = (f"time limit exceeded: `{ex.function}` ran longer than "
+                       f"{time_limit_s or ex.time_limit_s:g} s (an infinite loop, or a much slower algorithm?)")
+    except SandboxDied as e:
+        res.status, res.message = "crashed", str(e)
+    finally:
+        SEED_FOR.reset(token)
     if not res.status:
         failed = [c for c in res.checks if not c.passed]
         res.status = "failed" if failed else "passed"
         if failed:
             res.message = (f"{len(res.checks) - len(failed)} of {len(res.checks)} checks passed; "
                            f"first failure, '{failed[0].name}':\n" + textwrap.indent(failed[0].message, "  "))
-    res.points = ex.points if res.status == "passed" else 0
+        if skipped:
+            res.message += (("\n" if res.message else "") + f"{len(skipped)} check(s) need the reference "
+                            f"implementation and are graded by your instructor: {', '.join(skipped)}")
+    total = sum(c.weight for c in res.checks)
+    if res.status in ("passed", "failed") and total > 0:
+        pts = round(ex.points * sum(c.weight for c in res.checks if c.passed) / total, 2)
+        res.points = int(pts) if pts == int(pts) else pts
+    else:
+        res.points = 0
     res.seconds = round(time.perf_counter() - t0, 3)
     return res
 
@@ -212,89 +253,122 @@ def _unknown_notebook_message(path: str) -> str:
             f"{sorted(registry.notebooks())[0]}.py or pass --notebook")
 
 
-def _read_events(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    events = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a half-written last line of a killed worker
-    return events
-
-
 def grade_file(path: str, notebook: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-               question_timeout: float | None = None, student: str = "") -> FileResult:
-    """Grade a file in a worker process with a hard time limit (seconds, after the worker has started)."""
+               question_timeout: float | None = None, student: str = "", key: bytes | str | None = None,
+               limits: Limits | None = None, deny: list[str] | None = None) -> FileResult:
+    """Grade a file in an isolated child (:mod:`.sandbox`); ``timeout`` bounds the child's time in all
+    (import and every question, after the child has started), ``question_timeout`` each question
+    (default: the exercise's ``time_limit_s``).  With an instructor ``key`` the reference checks use
+    per-student seeds (:func:`~.checks.student_seed`)."""
+    _check_seconds("timeout", timeout)
+    if question_timeout is not None:
+        _check_seconds("question_timeout", question_timeout)
     t0 = time.perf_counter()
     path = os.path.abspath(path)
-    res = FileResult(path=path, student=student, notebook=notebook or infer_notebook(path))
-    with tempfile.TemporaryDirectory(prefix="lessonlib-grade-") as tmp:
-        results, log_path = os.path.join(tmp, "results.jsonl"), os.path.join(tmp, "output.txt")
-        cmd = [sys.executable, "-m", "lessonlib.grading.runner", "--worker", path, "--results", results]
-        if notebook:
-            cmd += ["--notebook", notebook]
-        if question_timeout:
-            cmd += ["--question-timeout", str(question_timeout)]
-        env = dict(os.environ, LESSONLIB_QUIET="1", PYTHONDONTWRITEBYTECODE="1")
-        env.setdefault("OMP_NUM_THREADS", "1")
-        timed_out, ready = False, False
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
-                                    env=env, start_new_session=True)
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while proc.poll() is None:
-                if not ready and any(e.get("event") == "ready" for e in _read_events(results)):
-                    ready, deadline = True, time.monotonic() + timeout
-                if time.monotonic() > deadline:
-                    timed_out = True
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # the worker's own process group
-                    proc.wait()
-                    break
-                time.sleep(0.05)
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-            output_tail = f.read()[-1500:]
-        events = _read_events(results)
-    _fold_events(res, events, timed_out=timed_out, ready=ready, timeout=timeout,
-                 returncode=proc.returncode, output_tail=output_tail)
-    res.seconds = round(time.perf_counter() - t0, 3)
+    res = FileResult(path=path, student=student)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        source = f.read()
+    res.notebook = notebook or infer_notebook(path, cheats.defined_names(source))
+    if res.notebook is None:
+        res.status, res.message = "unknown_notebook", _unknown_notebook_message(path)
+        return res
+    exs = registry.for_notebook(res.notebook)
+    findings = cheats.scan(source, {e.function: e.module for e in exs if not e.concept})
+    graded = [(e.module, e.function) for e in exs if not e.concept]
+    box = Sandbox(path, graded=graded, limits=limits, deny=deny, startup_timeout=STARTUP_TIMEOUT_S)
+    end_at: float | None = None
+    names: dict = {}
+    load_refs: list[str] = []
+
+    def start() -> dict | None:
+        nonlocal end_at
+        t_start = time.monotonic()
+        box.start()  # python and torch starting do not count against the submission's time
+        end_at = time.monotonic() + timeout if end_at is None else end_at + (time.monotonic() - t_start)
+        return box.load(end_at)
+
+    res.questions = _questions_for(res.notebook)
+    try:
+        try:
+            ans = start()
+        except GradingTimeout:
+            res.status = "timeout"
+            res.message = (f"time limit exceeded: the submission ran longer than {timeout:g} s while being imported "
+                           "(code at the top level of the file runs on import)")
+            return res
+        except SandboxDied as e:
+            res.status, res.message = "crashed", f"while importing: {e}"
+            return res
+        if not ans.get("ok"):
+            res.status, res.message = "import_error", _remote_import_message(ans)
+            return res
+        names, load_refs = dict(ans.get("names", {})), list(ans.get("ref_calls", []))
+        out = []
+        for ex in exs:
+            if ex.function not in names:
+                out.append(grade_function(ex, None))
+                continue
+            if time.monotonic() >= end_at:
+                out.append(QuestionResult(ex.id, ex.function, ex.points, status="timeout",
+                                          message=f"not graded: the submission used up its {timeout:g} s"))
+                continue
+            if not box.alive:
+                try:
+                    start()
+                except (GradingTimeout, SandboxDied) as e:
+                    out.append(QuestionResult(ex.id, ex.function, ex.points, status="crashed",
+                                              message=f"not graded: the submission's process could not restart ({e})"))
+                    continue
+            limit = question_timeout or ex.time_limit_s
+            fn = RemoteFunction(box, ex.function, deadline=min(end_at, time.monotonic() + limit))
+            seed_for = (functools.partial(student_seed, key, student or os.path.basename(path), ex.id)
+                        if key else None)
+            r = grade_function(ex, fn, seed_for=seed_for)
+            if r.status == "timeout":
+                r.message = (f"time limit exceeded: `{ex.function}` ran longer than {limit:g} s "
+                             "(an infinite loop, or a much slower algorithm than asked for?)")
+            why = [str(f) for f in findings if f.question_function in (None, ex.function)]
+            why += [f"called the reference implementation {c} (a wrapper around the reference)"
+                    for c in sorted(set(fn.ref_calls + load_refs))]
+            if why:
+                r.status, r.points = "flagged", 0
+                r.message = "flagged for review, 0 points: " + "; ".join(why) + (
+                    f"\n(without the flag: {r.message})" if r.message else "")
+            out.append(r)
+        res.questions = out
+        res.status = "graded"
+    finally:
+        box.kill()  # the whole process group, whatever happened
+        _validate_points(res)
+        res.seconds = round(time.perf_counter() - t0, 3)
     return res
 
 
-def _fold_events(res: FileResult, events: list[dict], *, timed_out: bool, ready: bool, timeout: float,
-                 returncode: int | None, output_tail: str) -> None:
-    by_kind: dict[str, list[dict]] = {}
-    for e in events:
-        by_kind.setdefault(e.get("event", ""), []).append(e)
-    if "imported" in by_kind:
-        res.notebook = by_kind["imported"][0]["notebook"]
-    graded = {q["id"]: QuestionResult.from_dict(q) for q in by_kind.get("question", [])}
-    started = [e["id"] for e in by_kind.get("started", [])]
-    res.questions = [graded.get(q.id, q) for q in _questions_for(res.notebook)]
-    if "import_error" in by_kind:
-        res.status, res.message = "import_error", by_kind["import_error"][0]["message"]
-    elif "unknown_notebook" in by_kind:
-        res.status, res.message = "unknown_notebook", by_kind["unknown_notebook"][0]["message"]
-    elif "done" in by_kind:
-        res.status = "graded"
-    elif timed_out:
-        res.status = "timeout"
-        res.message = (f"time limit exceeded: the submission ran longer than {timeout:g} s"
-                       + (" while being imported (code at the top level of the file runs on import)"
-                          if "imported" not in by_kind and ready else "")
-                       + ("" if ready else " (the grader itself did not start in time)"))
-    else:
-        res.status = "crashed"
-        res.message = f"the grader process stopped unexpectedly (exit code {returncode}); its last output:\n{output_tail}"
-    if res.status in ("timeout", "crashed"):
-        for q in res.questions:
-            if q.id not in graded and q.id in started:
-                q.status, q.message = res.status, res.message
-            elif q.id not in graded:
-                q.message = f"not graded: the submission stopped earlier ({res.status})"
+def _check_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r}: must be a positive, finite number of seconds")
+
+
+def _validate_points(res: FileResult) -> None:
+    """Every question's points within [0, its registry maximum]; the file's total within the notebook's."""
+    if not res.notebook:
+        return
+    maxima = {e.id: e.points for e in registry.for_notebook(res.notebook)}
+    for q in res.questions:
+        if q.id not in maxima or q.max_points != maxima[q.id]:
+            raise ValueError(f"{res.path}: question {q.id} is not in the registry with {q.max_points} points")
+        if not (isinstance(q.points, (int, float)) and 0 <= q.points <= maxima[q.id]):
+            raise ValueError(f"{res.path}: {q.id} scored {q.points!r}, outside [0, {maxima[q.id]}]")
+    if res.score > registry.total_points(res.notebook) + 1e-9:
+        raise ValueError(f"{res.path}: {res.score} points exceed the notebook's {registry.total_points(res.notebook)}")
+
+
+def _remote_import_message(ans: dict) -> str:
+    if ans.get("type") == "SyntaxError" and ans.get("lineno"):
+        return (f"the file could not be imported: SyntaxError at line {ans['lineno']}: {ans.get('message', '')}"
+                f"\n  {str(ans.get('text', '')).strip()}")
+    where = f" ({ans['where']})" if ans.get("where") else ""
+    return f"the file could not be imported: {ans.get('type')}: {ans.get('message', '')}{where}"
 
 
 # ------------------------------------------------------------------ a folder
@@ -325,13 +399,16 @@ def discover_submissions(folder: str) -> list[tuple[str, str]]:
 
 
 def grade_folder(folder: str, notebook: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 question_timeout: float | None = None, jobs: int = 1,
+                 question_timeout: float | None = None, jobs: int = 1, key: bytes | str | None = None,
                  on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
-    """Grade every submission in ``folder``, each in its own worker with its own time limit."""
+    """Grade every submission in ``folder``, each in its own isolated child with its own time limit; returns
+    when every child has ended (write the grade sheet after this)."""
     subs = discover_submissions(folder)
+    folder_real = os.path.realpath(folder)
 
     def one(sp: tuple[str, str]) -> FileResult:
-        r = grade_file(sp[1], notebook, timeout=timeout, question_timeout=question_timeout, student=sp[0])
+        r = grade_file(sp[1], notebook, timeout=timeout, question_timeout=question_timeout, student=sp[0],
+                       key=key, deny=[folder_real])
         if on_result:
             on_result(r)
         return r
@@ -342,40 +419,3 @@ def grade_folder(folder: str, notebook: str | None = None, *, timeout: float = D
         return list(pool.map(one, subs))
 
 
-# ------------------------------------------------------------------ the worker process
-def _worker(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m lessonlib.grading.runner")
-    p.add_argument("--worker", required=True)
-    p.add_argument("--results", required=True)
-    p.add_argument("--notebook")
-    p.add_argument("--question-timeout", type=float)
-    a = p.parse_args(argv)
-    out = open(a.results, "a", encoding="utf-8")
-
-    def emit(**event: Any) -> None:
-        out.write(json.dumps(event) + "\n")
-        out.flush()
-
-    nb = a.notebook or infer_notebook(a.worker)
-    for ex in (registry.for_notebook(nb) if nb else registry.all_exercises()):
-        ex.reference_fn()  # import the references before the submission's clock starts
-    emit(event="ready")
-    try:
-        module = import_submission(a.worker)
-    except BaseException as e:  # noqa: BLE001
-        emit(event="import_error", message=_import_error_message(e, a.worker))
-        return 0
-    nb = nb or infer_notebook(a.worker, vars(module))
-    if nb is None:
-        emit(event="unknown_notebook", message=_unknown_notebook_message(a.worker))
-        return 0
-    emit(event="imported", notebook=nb)
-    grade_module(module, nb, time_limit_s=a.question_timeout, exercise_limits=True,
-                 on_start=lambda ex: emit(event="started", id=ex.id),
-                 on_result=lambda r: emit(event="question", **r.to_dict()))
-    emit(event="done")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1:]))

@@ -8,7 +8,7 @@ function a student might plausibly hand in, registered with :func:`mutant`::
         return n_layers * n_kv_heads * head_dim * bytes_per_elem
 
 :func:`run_mutation_suite` grades every mutant with its exercise's checks; a mutant is *caught* when it
-scores 0.  ``lessonlib exercises mutants`` prints the table and the mutation score (caught / planted).
+scores less than full marks (partial credit: some of its checks may pass).  ``lessonlib exercises mutants`` prints the table and the mutation score (caught / planted).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def mutant(exercise_id: str, description: str) -> Callable[[Callable], Callable]
 def all_mutants() -> dict[str, list[Mutant]]:
     """Exercise id -> its mutants, from every ``mutants_NN`` module."""
     for m in pkgutil.iter_modules(__path__):
-        if re.match(r"^mutants_\d\d$", m.name):
+        if re.match(r"^mutants_(\d\d|classes)$", m.name):
             importlib.import_module(f"{__name__}.{m.name}")
     out: dict[str, list[Mutant]] = {}
     for mu in _REGISTRY:
@@ -61,7 +61,7 @@ def all_mutants() -> dict[str, list[Mutant]]:
 
 
 def run_mutation_suite(exercise_ids: list[str] | None = None, time_limit_s: float | None = 20.0) -> list[MutantOutcome]:
-    """Grade every mutant (in this process); ``caught`` is True when the mutant earns no points."""
+    """Grade every mutant (in this process); ``caught`` is True when the mutant earns less than full marks."""
     from ..registry import get
     from ..runner import grade_function
 
@@ -72,5 +72,6 @@ def run_mutation_suite(exercise_ids: list[str] | None = None, time_limit_s: floa
         ex = get(ex_id)
         for mu in mutants:
             r = grade_function(ex, mu.fn, time_limit_s=time_limit_s)
-            outcomes.append(MutantOutcome(mu, r.points == 0, [c.name for c in r.checks if not c.passed], r.status))
+            outcomes.append(MutantOutcome(mu, r.points < ex.points, [c.name for c in r.checks if not c.passed],
+                                          r.status))
     return outcomes
