@@ -119,3 +119,22 @@ def _param(path: str):
 def test_no_exercise_stub_shadows_a_notebook_name(path):
     problems = shadowing_stubs(path)
     assert not problems, f"{os.path.basename(path)}: " + "; ".join(problems)
+
+
+def test_one_hessian_convention():
+    """Every notebook that writes the layer Hessian as a formula uses the course's H = (2/N) X X^T
+    (lessonlib.calib.HessianStats; issue 16: 07 wrote H = 2XX^T while its code used 2/N)."""
+    import re
+
+    defn = re.compile(r"H\s*=\s*([^$,]*?)X\s*X\^")
+    bad = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "notebooks", "[0-9][0-9]_*.ipynb"))):
+        with open(path, encoding="utf-8") as f:
+            nb = json.load(f)
+        for cell in nb["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            for m in defn.finditer("".join(cell["source"]).replace(" ", "")):
+                if m.group(1) not in (r"\tfrac{2}{N}", r"\frac{2}{N}", r"\tfrac2N", "2/N"):
+                    bad.append(f"{os.path.basename(path)}: H = {m.group(1)}XX^T")
+    assert not bad, bad
