@@ -18,23 +18,23 @@ import numbers
 import torch
 
 
-def check_nm(prune_n: int, prune_m: int, in_features: int | None = None) -> bool:
-    """Validate an N:M pattern (``prune_n`` pruned of every ``prune_m``); True when one is requested.
+def check_nm(keep_n: int, group_m: int, in_features: int | None = None) -> bool:
+    """Validate an N:M pattern (``keep_n`` kept of every ``group_m``); True when one is requested.
 
-    ``prune_n = prune_m = 0`` means unstructured (returns False).  Otherwise ``0 < prune_n < prune_m`` and
-    ``prune_m`` must divide ``in_features`` (when given), or ValueError.
+    ``keep_n = group_m = 0`` means unstructured (returns False).  Otherwise ``0 < keep_n < group_m`` and
+    ``group_m`` must divide ``in_features`` (when given), or ValueError.
     """
-    for name, v in (("prune_n", prune_n), ("prune_m", prune_m)):
+    for name, v in (("keep_n", keep_n), ("group_m", group_m)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise ValueError(f"{name}={v!r} must be an int")
-    if prune_n == 0 and prune_m == 0:
+    if keep_n == 0 and group_m == 0:
         return False
-    if not 0 < prune_n < prune_m:
-        raise ValueError(f"N:M pattern prune_n={prune_n}, prune_m={prune_m} is invalid: need 0 < prune_n < "
-                         "prune_m (prune_n weights pruned out of every prune_m), or both 0 for unstructured")
-    if in_features is not None and in_features % prune_m != 0:
-        raise ValueError(f"prune_m={prune_m} does not divide the input dimension {in_features}; "
-                         "N:M groups are prune_m consecutive input columns")
+    if not 0 < keep_n < group_m:
+        raise ValueError(f"N:M pattern keep_n={keep_n}, group_m={group_m} is invalid: need 0 < keep_n < "
+                         "group_m (keep_n weights kept out of every group_m), or both 0 for unstructured")
+    if in_features is not None and in_features % group_m != 0:
+        raise ValueError(f"group_m={group_m} does not divide the input dimension {in_features}; "
+                         "N:M groups are group_m consecutive input columns")
     return True
 
 
@@ -49,24 +49,25 @@ def _check_matrix(x: torch.Tensor, name: str = "weight") -> None:
 
 # --------------------------------------------------------------------------------------------------
 # q06_1 (4 points): nm_mask
-# Return the N:M keep-mask of a score matrix (out, in): split every row into groups of prune_m
-# consecutive input columns and, in each group, prune (set False) the prune_n entries with the
-# lowest scores; ties go to the leftmost entry. Return a bool tensor of the scores' shape, True =
-# keep. prune_n counts the pruned entries: 2:4 keeps 2 of 4, 1:4 keeps 3 of 4.
+# Return the N:M keep-mask of a score matrix (out, in): split every row into groups of group_m
+# consecutive input columns and, in each group, keep the keep_n entries with the highest scores
+# and prune (set False) the other group_m - keep_n; among equal scores the leftmost is pruned
+# first. Return a bool tensor of the scores' shape, True = keep. N:M means N kept of every M: 2:4
+# keeps 2 of 4, 3:4 keeps 3 of 4.
 # Hints:
-#   - scores.reshape(out, in // prune_m, prune_m) puts each group on the last axis.
-#   - torch.argsort(..., dim=-1, stable=True) breaks ties by position; the first prune_n indices
-#     of each group are the ones to prune.
+#   - scores.reshape(out, in // group_m, group_m) puts each group on the last axis.
+#   - torch.argsort(..., dim=-1, stable=True) breaks ties by position; the first group_m - keep_n
+#     indices of each group are the ones to prune.
 #   - mask.scatter_(-1, idx, False) switches off the chosen entries; reshape back to (out, in).
 # --------------------------------------------------------------------------------------------------
-def nm_mask(scores: torch.Tensor, prune_n: int, prune_m: int) -> torch.Tensor:
-    """N:M keep-mask: in each group of ``prune_m`` consecutive input columns of every row, prune the
-    ``prune_n`` lowest scores (ties: the leftmost goes first).  Mishra et al. 2021 (2:4 sparse tensor
+def nm_mask(scores: torch.Tensor, keep_n: int, group_m: int) -> torch.Tensor:
+    """N:M keep-mask: in each group of ``group_m`` consecutive input columns of every row, keep the
+    ``keep_n`` highest scores, i.e. prune the ``group_m - keep_n`` lowest (ties: the leftmost is pruned first).  Mishra et al. 2021 (2:4 sparse tensor
     cores); the selection rule of the Wanda and SparseGPT reference code.
 
-    scores: (out, in) with ``in % prune_m == 0``.  Returns a bool mask (out, in), True = keep.
+    scores: (out, in) with ``in % group_m == 0``.  Returns a bool mask (out, in), True = keep.
     """
     _check_matrix(scores, "scores")
-    if not check_nm(prune_n, prune_m, scores.shape[1]):
-        raise ValueError("nm_mask needs an N:M pattern; got prune_n=prune_m=0")
+    if not check_nm(keep_n, group_m, scores.shape[1]):
+        raise ValueError("nm_mask needs an N:M pattern; got keep_n=group_m=0")
     raise NotImplementedError("q06_1 nm_mask: not implemented yet")

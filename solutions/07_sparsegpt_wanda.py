@@ -36,38 +36,39 @@ Quantizer = Callable[[torch.Tensor], torch.Tensor]
 # Return Wanda's keep-mask for one linear layer: score every weight by |W_ij| times the L2 norm of
 # its input channel j over the calibration tokens (input_sq_norms holds the sum or mean of x_j^2,
 # so take its square root), then prune the lowest scores within each output row: exactly
-# n_to_prune(in, sparsity) per row, or, when prune_n > 0, the prune_n lowest of every prune_m
-# consecutive inputs. Return a bool tensor (out, in), True = keep.
+# n_to_prune(in, sparsity) per row, or, when keep_n > 0 (N:M = keep_n kept of every group_m
+# consecutive inputs), the group_m - keep_n lowest of each group. Return a bool tensor (out, in),
+# True = keep.
 # Hints:
 #   - Broadcast the (in,) norms along the rows: norms.sqrt().unsqueeze(0) has shape (1, in).
 #   - The comparison group is one output row, not the whole matrix: prune_lowest(score, s,
 #     per_row=True).
-#   - For N:M, nm_mask(score, prune_n, prune_m) does the group selection.
+#   - For N:M, nm_mask(score, keep_n, group_m) does the group selection.
 # --------------------------------------------------------------------------------------------------
-def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: float, prune_n: int = 0,
-               prune_m: int = 0) -> torch.Tensor:
+def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: float, keep_n: int = 0,
+               group_m: int = 0) -> torch.Tensor:
     """Wanda keep-mask for one linear layer (Sun et al. 2023, Eq. 1 and the per-output comparison group).
 
     weight: (out, in); input_sq_norms: (in,) per-input-channel sum or mean of x_j^2 over calibration tokens.
     Unstructured: in every output row prune exactly ``n_to_prune(in, sparsity)`` entries with the lowest
-    ``|W_ij| * sqrt(input_sq_norms_j)`` (ties: lower column first).  N:M (``prune_n`` of every ``prune_m``
-    consecutive inputs, see ``lessonlib.prune.masks``): the lowest ``prune_n`` scores of each group.
+    ``|W_ij| * sqrt(input_sq_norms_j)`` (ties: lower column first).  N:M (``keep_n`` of every ``group_m``
+    consecutive inputs, see ``lessonlib.prune.masks``): the highest ``keep_n`` scores of each group survive.
     Returns a bool mask (out, in), True = keep.
     """
     _check_norms(weight, input_sq_norms)
-    resolve_sparsity(sparsity, prune_n, prune_m, weight.shape[1])
+    resolve_sparsity(sparsity, keep_n, group_m, weight.shape[1])
     # BEGIN SOLUTION
     score = weight.abs() * input_sq_norms.to(weight.device, weight.dtype).sqrt().unsqueeze(0)  # (out, in)
-    if prune_n:
-        return nm_mask(score, prune_n, prune_m)
+    if keep_n:
+        return nm_mask(score, keep_n, group_m)
     return prune_lowest(score, sparsity, per_row=True)
     # END SOLUTION
 
 
 # --------------------------------------------------------------------------------------------------
 # q07_2 (6 points): sparsegpt_block_step
-# Process one block of SparseGPT (Algorithm 1) column by column. For column i: under N:M (prune_n
-# > 0) and at the start of each group of prune_m columns, fill mask1[:, i:i+prune_m] in place with
+# Process one block of SparseGPT (Algorithm 1) column by column. For column i: under N:M (keep_n >
+# 0) and at the start of each group of group_m columns, fill mask1[:, i:i+group_m] in place with
 # nm_mask(w^2 / d^2) of the current weights; q = the column with pruned entries set to 0 (then
 # quant(q), masked again, if a quantizer is given); err = (w - q) / d_i; subtract err * U1[i, i:]
 # from the remaining columns i.. of W1 (in place). Return (Q1, Err1): the q columns and the err
@@ -79,14 +80,14 @@ def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: flo
 #   - Choose an N:M group's mask just before processing it, from W1 as updated by the columns
 #     before.
 # --------------------------------------------------------------------------------------------------
-def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor, prune_n: int = 0,
-                         prune_m: int = 0, quant: Quantizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor, keep_n: int = 0,
+                         group_m: int = 0, quant: Quantizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One block of SparseGPT Algorithm 1: prune (and quantize) its columns one by one with error feedback.
 
     W1: (out, B) the block's weights, already carrying the updates from earlier blocks; changed in place.
     U1: (B, B) the block's diagonal block of the upper Cholesky factor of H^-1.
-    mask1: (out, B) bool keep-mask; under N:M (``prune_n > 0``) it is filled in place, per row, for each
-    group of ``prune_m`` columns from ``w^2 / d^2`` just before the group is processed.
+    mask1: (out, B) bool keep-mask; under N:M (``keep_n > 0``) it is filled in place, per row, for each
+    group of ``group_m`` columns from ``w^2 / d^2`` just before the group is processed.
     quant: optional ``q_col = quant(w_col)`` on a (out,) column (joint sparsification + quantization).
     Returns ``(Q1, Err1)``: the final block weights (out, B) and the scaled errors (out, B) used for the
     lazy update of later columns, ``W[:, i2:] -= Err1 @ U[i1:i2, i2:]``.
@@ -96,9 +97,9 @@ def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor
     Q1 = torch.zeros_like(W1)  # (out, B)
     Err1 = torch.zeros_like(W1)  # (out, B)
     for i in range(W1.shape[1]):
-        if prune_n and i % prune_m == 0:  # N:M: choose this group's mask from the current weights
-            score = W1[:, i:i + prune_m] ** 2 / d[i:i + prune_m] ** 2  # (out, m)
-            mask1[:, i:i + prune_m] = nm_mask(score, prune_n, prune_m)
+        if keep_n and i % group_m == 0:  # N:M: choose this group's mask from the current weights
+            score = W1[:, i:i + group_m] ** 2 / d[i:i + group_m] ** 2  # (out, m)
+            mask1[:, i:i + group_m] = nm_mask(score, keep_n, group_m)
         w = W1[:, i]  # (out,)
         q = w.masked_fill(~mask1[:, i], 0.0)
         if quant is not None:
