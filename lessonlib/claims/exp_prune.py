@@ -209,7 +209,14 @@ def verdict_c03(m: dict) -> rules.Verdict:
 
 
 def verdict_c22(m: dict) -> rules.Verdict:
-    """Movement pruning at 50% and at 70%: accuracy at most 2% below the dense fine-tune's (relative)."""
+    """Movement pruning at 50% and at 70%: accuracy at most 2% below the dense fine-tune's (relative).
+    A movement run whose accuracy is the majority-class share (``movement_collapsed_*``) measured nothing about
+    the claim: the verdict is then "not measurable", naming the collapse, instead of a false "does not hold"."""
+    dead = [t for t in (50, 70) if m.get(f"movement_collapsed_{t}")]
+    if dead:
+        return rules.not_measurable(f"movement pruning collapsed to the majority class at {dead}% (accuracy = "
+                                    f"majority share {m.get('majority', float('nan')):.3f}): the run is broken, "
+                                    "not a measurement of the claim")
     return rules.all_of(*(rules.at_most(m[f"movement_rel_loss_{t}"], 0.02,
                                         f"movement pruning at {t}%: relative accuracy loss against dense")
                           for t in (50, 70)))
@@ -307,7 +314,8 @@ def c22(ctx: Context) -> Outcome:
             r = finetune_pruned(method, t, p, start=start)
             k = round(100 * t)
             measured.update({f"{method}_acc_{k}": r.accuracy, f"{method}_sparsity_{k}": r.sparsity,
-                             f"{method}_rel_loss_{k}": 1.0 - r.accuracy / dense.accuracy})
+                             f"{method}_rel_loss_{k}": 1.0 - r.accuracy / dense.accuracy,
+                             f"{method}_collapsed_{k}": r.collapsed})
     return Outcome(measured, verdict_c22(measured), how)
 
 
