@@ -11,6 +11,7 @@ import random
 import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "06_magnitude_pruning"
@@ -110,3 +111,13 @@ Q06_1 = Exercise(
 )
 
 EXERCISES = [Q06_1]
+
+
+# ------------------------------------------------------------------ q06_2: concept question
+Q06_C1 = Exercise(
+    id="q06_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q06_c1",
+    statement='N:M sparsity means N kept of every M consecutive weights. What fraction of a 3:4 sparse matrix is zero? Return the number.',
+    hints=(),
+    checks=concept_checks("q06_2", 0.25),
+)
+EXERCISES = [*EXERCISES, Q06_C1]

@@ -12,6 +12,7 @@ import torch
 
 from .checks import (Check, CheckFailure, GradingTimeout, agrees_with_reference, assert_close, assert_exact_zeros,
                      assert_tensor, call, literal, prop)
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "07_sparsegpt_wanda"
@@ -245,3 +246,13 @@ Q07_2 = Exercise(
 )
 
 EXERCISES = [Q07_1, Q07_2]
+
+
+# ------------------------------------------------------------------ q07_3: concept question
+Q07_C1 = Exercise(
+    id="q07_3", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q07_c1",
+    statement="Wanda's score |W_ij| ||X_j|| ranks weights like the OBS saliency w^2 / [H^-1]_qq with the Hessian H replaced by what? A: its diagonal. B: the identity. C: its inverse. D: its largest eigenvalue times the identity. Return one letter.",
+    hints=('For a diagonal H, what is [H^-1]_qq?',),
+    checks=concept_checks("q07_3", "A"),
+)
+EXERCISES = [*EXERCISES, Q07_C1]

@@ -67,3 +67,18 @@ def nm_float(scores, keep_n, group_m):
     idx = torch.argsort(g, dim=-1, stable=True)[..., :group_m - keep_n]
     mask = torch.ones_like(g).scatter_(-1, idx, 0.0)
     return mask.reshape(out, inp)
+
+
+@mutant("q06_2", "concept answer: reads 3:4 as 3 pruned of 4")
+def concept_q06_2_0():
+    return 0.75
+
+
+@mutant("q06_2", "concept answer: 2:4's sparsity")
+def concept_q06_2_1():
+    return 0.5
+
+
+@mutant("q06_2", "concept answer: the ratio 3/1")
+def concept_q06_2_2():
+    return 3.0

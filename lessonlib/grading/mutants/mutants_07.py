@@ -105,3 +105,18 @@ def sgpt_nm_upfront(W1, U1, mask1, keep_n=0, group_m=0, quant=None):
 @mutant("q07_2", "quantizes after masking but does not mask again (a quantizer without 0 revives pruned weights)")
 def sgpt_no_remask(W1, U1, mask1, keep_n=0, group_m=0, quant=None):
     return _step(W1, U1, mask1, keep_n, group_m, quant, remask=False)
+
+
+@mutant("q07_3", "concept answer: the identity (that is magnitude pruning)")
+def concept_q07_3_0():
+    return "B"
+
+
+@mutant("q07_3", "concept answer: the inverse")
+def concept_q07_3_1():
+    return "C"
+
+
+@mutant("q07_3", "concept answer: a scaled identity")
+def concept_q07_3_2():
+    return "D"
