@@ -6,14 +6,7 @@ the reasoning behind each answer is in the comment beside it, so a reader who ch
 """
 from __future__ import annotations
 
-__all__ = ["concept_checks", "q00_c1", "q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1"]
-
-
-def q00_c1() -> float:
-    """fp16 KV-cache bytes per token of context for 30 layers, 3 KV heads of dimension 64."""
-    # BEGIN SOLUTION
-    return 2 * 30 * 3 * 64 * 2  # keys and values, per layer, per KV head, per dimension, 2 bytes each
-    # END SOLUTION
+__all__ = ["concept_checks", "q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1"]
 
 
 def q01_c1() -> float:

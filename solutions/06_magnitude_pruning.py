@@ -83,6 +83,8 @@ def nm_mask(scores: torch.Tensor, keep_n: int, group_m: int) -> torch.Tensor:
 # q06_2 (1 point): q06_c1
 # N:M sparsity means N kept of every M consecutive weights. What fraction of a 3:4 sparse matrix
 # is zero? Return the number.
+# Hints:
+#   - Count the zeros in one group of four.
 # --------------------------------------------------------------------------------------------------
 def q06_c1() -> float:
     """Fraction of zeros in a 3:4 sparse matrix (N:M = N kept of every M)."""

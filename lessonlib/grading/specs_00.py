@@ -11,7 +11,6 @@ import torch
 
 from .checks import (agrees_with_reference, assert_close, assert_python_float, assert_tensor, call,
                      literal, prop)
-from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "00_model_anatomy"
@@ -261,12 +260,3 @@ Q00_4 = Exercise(
 EXERCISES = [Q00_1, Q00_2, Q00_3, Q00_4]
 
 
-
-# ------------------------------------------------------------------ q00_5: concept question
-Q00_C1 = Exercise(
-    id="q00_5", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q00_c1",
-    statement='A decoder with 30 layers and grouped-query attention keeps 3 key/value heads of dimension 64 per layer. How many bytes of fp16 KV cache does one token of context take? Return the number.',
-    hints=('Keys and values: two tensors per layer.',),
-    checks=concept_checks("q00_5", 2 * 30 * 3 * 64 * 2),
-)
-EXERCISES = [*EXERCISES, Q00_C1]

@@ -117,7 +117,7 @@ EXERCISES = [Q06_1]
 Q06_C1 = Exercise(
     id="q06_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q06_c1",
     statement='N:M sparsity means N kept of every M consecutive weights. What fraction of a 3:4 sparse matrix is zero? Return the number.',
-    hints=(),
+    hints=('Count the zeros in one group of four.',),
     checks=concept_checks("q06_2", 0.25),
 )
 EXERCISES = [*EXERCISES, Q06_C1]

@@ -184,18 +184,3 @@ def ppl_forgets_seqlen(nlls, seqlen):
 def ppl_median(nlls, seqlen):
     nlls = torch.as_tensor(nlls, dtype=torch.float64)
     return float(torch.exp(nlls.median()))
-
-
-@mutant("q00_5", "concept answer: keys only (forgot the values)")
-def concept_q00_5_0():
-    return 11520
-
-
-@mutant("q00_5", "concept answer: fp32 bytes instead of fp16")
-def concept_q00_5_1():
-    return 46080
-
-
-@mutant("q00_5", "concept answer: counts 9 query heads instead of 3 KV heads")
-def concept_q00_5_2():
-    return 69120
