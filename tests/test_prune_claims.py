@@ -23,7 +23,7 @@ def test_pattern_name():
 @pytest.mark.parametrize("pattern", [(0.5, 0, 0), (0.7, 0, 0), (0.5, 2, 4)])
 def test_prune_with_reaches_the_exact_sparsity(method, pattern):
     model = tiny_causal_lm(seed=1)
-    secs = ep.prune_with(model, method, *pattern[:1], calib=_calib(), prune_n=pattern[1], prune_m=pattern[2])
+    secs = ep.prune_with(model, method, *pattern[:1], calib=_calib(), keep_n=pattern[1], group_m=pattern[2])
     assert secs > 0
     for name, lin in model_linears(model).items():
         w = get_weight(lin)

@@ -32,7 +32,7 @@ def test_nm_group_must_divide_row_and_sparsity_must_match():
         check_nm(2, 4, 6)
     with pytest.raises(ValueError, match="conflicts"):
         resolve_sparsity(0.7, 2, 4)
-    assert resolve_sparsity(0.5, 2, 4) == 0.5 and resolve_sparsity(0.25, 1, 4) == 0.25
+    assert resolve_sparsity(0.5, 2, 4) == 0.5 and resolve_sparsity(0.25, 3, 4) == 0.25
 
 
 def test_n_to_prune_rounds_half_up():
@@ -64,22 +64,24 @@ def test_prune_lowest_exact_count_property():
 def test_nm_mask_literal_and_convention():
     s = torch.tensor([[0.1, 0.9, 0.5, 0.2, 1.0, 2.0, 3.0, 4.0]])
     assert nm_mask(s, 2, 4).tolist() == [[F, T, T, F, F, F, T, T]]
-    assert nm_mask(s, 1, 4).tolist() == [[F, T, T, T, F, T, T, T]]  # prune_n counts PRUNED weights
+    assert nm_mask(s, 3, 4).tolist() == [[F, T, T, T, F, T, T, T]]  # N:M = N KEPT of every M
+    assert nm_mask(s, 1, 4).tolist() == [[F, T, F, F, F, F, F, T]]  # 1:4 keeps only the largest of four
     assert nm_mask(torch.ones(1, 4), 2, 4).tolist() == [[F, F, T, T]]  # ties: leftmost pruned
 
 
 def test_nm_mask_property_and_validator():
     g = torch.Generator().manual_seed(1)
     w = torch.randn(6, 16, generator=g)
-    for n, m in ((2, 4), (1, 4), (4, 8), (3, 8)):
+    for n, m in ((2, 4), (1, 4), (3, 4), (4, 8), (3, 8)):
         mask = nm_mask(w.abs(), n, m)
         assert is_nm_sparse(mask, n, m) and is_nm_sparse(apply_mask(w, mask), n, m)
-        assert sparsity(mask) == n / m
+        assert sparsity(mask) == (m - n) / m
+        assert (mask.reshape(6, -1, m).sum(-1) == n).all()  # exactly n kept in every group
     assert not is_nm_sparse(w, 2, 4)  # dense
     w24 = torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0, 4.0]])
-    assert is_nm_sparse(w24, 2, 4) and is_nm_sparse(w24, 1, 4)
+    assert is_nm_sparse(w24, 2, 4) and is_nm_sparse(w24, 3, 4) and not is_nm_sparse(w24, 1, 4)
     w24[0, 1] = 5.0  # first group now has 3 nonzeros
-    assert not is_nm_sparse(w24, 2, 4) and is_nm_sparse(w24, 1, 4)
+    assert not is_nm_sparse(w24, 2, 4) and is_nm_sparse(w24, 3, 4)
     with pytest.raises(ValueError, match="does not divide"):
         is_nm_sparse(torch.ones(2, 6), 2, 4)
     with pytest.raises(ValueError):

@@ -28,7 +28,7 @@ def err(w, w2, h):
     return float(torch.einsum("oi,ij,oj->", d, h, d))
 
 
-def slow_sparsegpt(w, h, sparsity, prune_n=0, prune_m=0, block_size=128, percdamp=0.01):
+def slow_sparsegpt(w, h, sparsity, keep_n=0, group_m=0, block_size=128, percdamp=0.01):
     """Column at a time, every update applied at once to all later columns; U from an explicit inverse."""
     w = w.clone()
     out, n = w.shape
@@ -37,12 +37,12 @@ def slow_sparsegpt(w, h, sparsity, prune_n=0, prune_m=0, block_size=128, percdam
     d = torch.diag(u)
     keep = torch.ones_like(w, dtype=torch.bool)
     for i in range(n):
-        if not prune_n and i % block_size == 0:
+        if not keep_n and i % block_size == 0:
             i2 = min(i + block_size, n)
             k = n_to_prune(out * i2, sparsity) - n_to_prune(out * i, sparsity)
             keep[:, i:i2] = prune_lowest_count(w[:, i:i2] ** 2 / d[i:i2] ** 2, k)
-        if prune_n and i % prune_m == 0:
-            keep[:, i:i + prune_m] = nm_mask(w[:, i:i + prune_m] ** 2 / d[i:i + prune_m] ** 2, prune_n, prune_m)
+        if keep_n and i % group_m == 0:
+            keep[:, i:i + group_m] = nm_mask(w[:, i:i + group_m] ** 2 / d[i:i + group_m] ** 2, keep_n, group_m)
         q = torch.where(keep[:, i], w[:, i], torch.zeros_like(w[:, i]))
         e = (w[:, i] - q) / d[i]
         w[:, i:] -= torch.outer(e, u[i, i:])
@@ -51,7 +51,7 @@ def slow_sparsegpt(w, h, sparsity, prune_n=0, prune_m=0, block_size=128, percdam
 
 
 @pytest.mark.parametrize("block_size,s,nm", [(16, 0.5, (0, 0)), (128, 0.3, (0, 0)), (7, 0.6, (0, 0)),
-                                             (8, 0.5, (2, 4)), (16, 0.25, (1, 4))])
+                                             (8, 0.5, (2, 4)), (16, 0.25, (3, 4))])
 def test_blocked_matches_slow_reference(block_size, s, nm):
     w, _, h = correlated()
     fast, mf = sparsegpt_prune(w, h, s, *nm, block_size=block_size)
@@ -70,10 +70,10 @@ def test_exact_sparsity_and_mask_consistency(s):
 
 def test_nm_validity_and_convention():
     w, _, h = correlated(out=6, inp=32)
-    for n, m in ((2, 4), (1, 4), (4, 8)):
-        w2, mask = sparsegpt_prune(w, h, n / m, n, m, block_size=16)
-        assert is_nm_sparse(w2, n, m) and int((w2 == 0).sum()) == w.numel() * n // m
-    with pytest.raises(ValueError, match="multiple of prune_m"):
+    for n, m in ((2, 4), (3, 4), (1, 4), (4, 8)):
+        w2, mask = sparsegpt_prune(w, h, (m - n) / m, n, m, block_size=16)
+        assert is_nm_sparse(w2, n, m) and int((w2 == 0).sum()) == w.numel() * (m - n) // m
+    with pytest.raises(ValueError, match="multiple of group_m"):
         sparsegpt_prune(w, h, 0.5, 2, 4, block_size=6)
 
 

@@ -40,13 +40,13 @@ LITTLE, SIGNIFICANT = 0.10, 1.00  # C28: relative PPL increase < 10% is "little"
 
 
 # ------------------------------------------------------------------ helpers (also used by notebooks 06-08)
-def pattern_name(sparsity: float, prune_n: int = 0, prune_m: int = 0) -> str:
-    """'50%' for unstructured, '2:4' for N:M (prune_n of prune_m pruned)."""
-    return f"{prune_n}:{prune_m}" if prune_n else f"{round(100 * sparsity)}%"
+def pattern_name(sparsity: float, keep_n: int = 0, group_m: int = 0) -> str:
+    """'50%' for unstructured, '2:4' for N:M (keep_n kept of every group_m)."""
+    return f"{keep_n}:{group_m}" if keep_n else f"{round(100 * sparsity)}%"
 
 
 def prune_with(model: nn.Module, method: str, sparsity: float, calib: torch.Tensor | None = None,
-               prune_n: int = 0, prune_m: int = 0, device: str = "cpu") -> float:
+               keep_n: int = 0, group_m: int = 0, device: str = "cpu") -> float:
     """Prune ``model`` in place with one of ``METHODS``; returns the wall time in seconds.
 
     magnitude: per matrix (no data); wanda / sparsegpt: calibrated block by block on ``calib`` (n, seqlen).
@@ -57,11 +57,11 @@ def prune_with(model: nn.Module, method: str, sparsity: float, calib: torch.Tens
         raise ValueError(f"{method} needs calibration batches (calib=...)")
     t0 = time.perf_counter()
     if method == "magnitude":
-        magnitude_prune_model(model, sparsity, prune_n, prune_m)
+        magnitude_prune_model(model, sparsity, keep_n, group_m)
     elif method == "wanda":
-        wanda_prune_model(model, calib, sparsity, prune_n, prune_m, device=device)
+        wanda_prune_model(model, calib, sparsity, keep_n, group_m, device=device)
     else:
-        sparsegpt_prune_model(model, calib, sparsity, prune_n, prune_m, device=device)
+        sparsegpt_prune_model(model, calib, sparsity, keep_n, group_m, device=device)
     return time.perf_counter() - t0
 
 
@@ -141,7 +141,7 @@ def mlp_prune_runs(sparsities, dense_iters: int, ft_iters: int, n_steps: int, se
 
 # ------------------------------------------------------------------ shared, memoised measurements
 def _points(ctx: Context) -> dict[str, tuple]:
-    """Which (sparsity, prune_n, prune_m) each method is run at under this profile."""
+    """Which (sparsity, keep_n, group_m) each method is run at under this profile."""
     unstructured = (0.1, 0.3, 0.5, 0.7)
     if ctx.profile.name == "ci":  # fewer points: the ledger's ci run must stay cheap
         return {"magnitude": tuple((s, 0, 0) for s in unstructured),
@@ -160,16 +160,16 @@ def _calib(ctx: Context) -> torch.Tensor:
     return ctx.memo("prune:calib", run)
 
 
-def _run(ctx: Context, method: str, sparsity: float, prune_n: int = 0, prune_m: int = 0) -> dict:
+def _run(ctx: Context, method: str, sparsity: float, keep_n: int = 0, group_m: int = 0) -> dict:
     """Perplexity, wall time and process CPU time of SmolLM2 pruned by ``method``; computed once per run."""
     def run():
         model, tok = ctx.model()
         calib = None if method == "magnitude" else _calib(ctx)
         c0 = time.process_time()  # CPU time of all the process's threads
-        secs = prune_with(model, method, sparsity, calib, prune_n, prune_m, device=ctx.profile.device)
+        secs = prune_with(model, method, sparsity, calib, keep_n, group_m, device=ctx.profile.device)
         cpu = time.process_time() - c0
         return {"ppl": perplexity(model, tok, profile=ctx.profile).ppl, "seconds": secs, "cpu_seconds": cpu}
-    return ctx.memo(f"prune:run:{method}:{pattern_name(sparsity, prune_n, prune_m)}", run)
+    return ctx.memo(f"prune:run:{method}:{pattern_name(sparsity, keep_n, group_m)}", run)
 
 
 def _sweep(ctx: Context) -> dict[str, dict[str, dict]]:
@@ -210,7 +210,14 @@ def verdict_c03(m: dict) -> rules.Verdict:
 
 
 def verdict_c22(m: dict) -> rules.Verdict:
-    """Movement pruning at 50% and at 70%: accuracy at most 2% below the dense fine-tune's (relative)."""
+    """Movement pruning at 50% and at 70%: accuracy at most 2% below the dense fine-tune's (relative).
+    A movement run whose accuracy is the majority-class share (``movement_collapsed_*``) measured nothing about
+    the claim: the verdict is then "not measurable", naming the collapse, instead of a false "does not hold"."""
+    dead = [t for t in (50, 70) if m.get(f"movement_collapsed_{t}")]
+    if dead:
+        return rules.not_measurable(f"movement pruning collapsed to the majority class at {dead}% (accuracy = "
+                                    f"majority share {m.get('majority', float('nan')):.3f}): the run is broken, "
+                                    "not a measurement of the claim")
     return rules.all_of(*(rules.at_most(m[f"movement_rel_loss_{t}"], 0.02,
                                         f"movement pruning at {t}%: relative accuracy loss against dense")
                           for t in (50, 70)))
@@ -308,7 +315,8 @@ def c22(ctx: Context) -> Outcome:
             r = finetune_pruned(method, t, p, start=start)
             k = round(100 * t)
             measured.update({f"{method}_acc_{k}": r.accuracy, f"{method}_sparsity_{k}": r.sparsity,
-                             f"{method}_rel_loss_{k}": 1.0 - r.accuracy / dense.accuracy})
+                             f"{method}_rel_loss_{k}": 1.0 - r.accuracy / dense.accuracy,
+                             f"{method}_collapsed_{k}": r.collapsed})
     return Outcome(measured, verdict_c22(measured), how)
 
 

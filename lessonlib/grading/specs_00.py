@@ -259,3 +259,4 @@ Q00_4 = Exercise(
 
 EXERCISES = [Q00_1, Q00_2, Q00_3, Q00_4]
 
+

@@ -9,6 +9,7 @@ import random
 import torch
 
 from .checks import Check, CheckFailure, assert_close, assert_tensor, call, describe_call, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "01_linear_quantization"
@@ -158,3 +159,14 @@ Q01_1 = Exercise(
 )
 
 EXERCISES = [Q01_1]
+
+
+
+# ------------------------------------------------------------------ q01_2: concept question
+Q01_C1 = Exercise(
+    id="q01_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q01_c1",
+    statement='A uniform grid keeps its range and goes from 4 to 6 bits. By what factor does the mean squared rounding error fall (weights spread evenly across each step)? Return the number.',
+    hints=('The MSE of rounding to a step s is s^2 / 12.',),
+    checks=concept_checks("q01_2", 16.0),
+)
+EXERCISES = [*EXERCISES, Q01_C1]

@@ -9,6 +9,7 @@ import random
 import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "02_post_training_quantization"
@@ -87,3 +88,13 @@ Q02_1 = Exercise(
 )
 
 EXERCISES = [Q02_1]
+
+
+# ------------------------------------------------------------------ q02_2: concept question
+Q02_C1 = Exercise(
+    id="q02_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q02_c1",
+    statement='In the deployable SmoothQuant of a LLaMA block, which linear layer gets its smoothing factor folded into the output rows of another linear layer rather than into an RMSNorm? A: q_proj. B: gate_proj. C: o_proj. D: none, every factor goes into a norm. Return one letter.',
+    hints=('Which layers read the output of a norm, and which read the output of attention?',),
+    checks=concept_checks("q02_2", "C"),
+)
+EXERCISES = [*EXERCISES, Q02_C1]

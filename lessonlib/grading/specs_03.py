@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .checks import Check, CheckFailure, GradingTimeout, assert_close, assert_tensor, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "03_gptq"
@@ -138,3 +139,13 @@ Q03_1 = Exercise(
 )
 
 EXERCISES = [Q03_1]
+
+
+# ------------------------------------------------------------------ q03_2: concept question
+Q03_C1 = Exercise(
+    id="q03_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q03_c1",
+    statement='After GPTQ has fixed columns 0..k-1 it needs the inverse Hessian of the remaining problem. Where does it read the part it needs? A: row k of H^-1. B: row k of the upper Cholesky factor of H^-1. C: column k of the Cholesky factor of H. D: the diagonal of H. Return one letter.',
+    hints=("Section 2's derive-then-check cell compares each candidate with the explicitly recomputed inverse.",),
+    checks=concept_checks("q03_2", "B"),
+)
+EXERCISES = [*EXERCISES, Q03_C1]

@@ -9,6 +9,7 @@ import random
 import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "04_awq"
@@ -77,3 +78,13 @@ Q04_1 = Exercise(
 )
 
 EXERCISES = [Q04_1]
+
+
+# ------------------------------------------------------------------ q04_2: concept question
+Q04_C1 = Exercise(
+    id="q04_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q04_c1",
+    statement="AWQ multiplies a salient input channel of W by s > 1 before rounding and divides after. Why does that lower the output error? A: that channel's rounding error is divided by s while the group's step barely changes. B: it makes the weights of the channel exactly representable. C: it increases the number of grid levels. D: it removes the channel from quantization. Return one letter.",
+    hints=('Write the rounding error of s*w and divide it by s.',),
+    checks=concept_checks("q04_2", "A"),
+)
+EXERCISES = [*EXERCISES, Q04_C1]

@@ -9,6 +9,7 @@ import random
 import torch
 
 from .checks import Check, CheckFailure, assert_close, assert_tensor, call, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "05_qat"
@@ -105,3 +106,14 @@ Q05_1 = Exercise(
 )
 
 EXERCISES = [Q05_1]
+
+
+
+# ------------------------------------------------------------------ q05_2: concept question
+Q05_C1 = Exercise(
+    id="q05_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q05_c1",
+    statement="QAT with the grid refitted to each group's min and max at every step: what fraction of the latent weights receives zero gradient from the clipped straight-through estimator? Return the number.",
+    hints=("Where do a group's smallest and largest weights land on its own grid?",),
+    checks=concept_checks("q05_2", 0.0),
+)
+EXERCISES = [*EXERCISES, Q05_C1]

@@ -1,8 +1,8 @@
 """Graded exercise of notebook 06 (magnitude pruning): the N:M keep-mask.
 
 Every expected mask below is worked out by hand in the comment beside it; none comes from the reference.
-Convention (``lessonlib.prune.masks``): True = keep; ``prune_n`` of every ``prune_m`` consecutive inputs
-are pruned, the lowest scores first, ties to the leftmost.
+Convention (``lessonlib.prune.masks``): True = keep; N:M keeps ``keep_n`` of every ``group_m`` consecutive
+inputs, so ``group_m - keep_n`` are pruned, the lowest scores first, ties to the leftmost.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import random
 import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "06_magnitude_pruning"
@@ -32,19 +33,19 @@ def _q1_type(fn, ref):
     _check_mask(call(fn, s, 2, 4, _ref=ref), (3, 8), "nm_mask(scores (3, 8), 2, 4)")
 
 
-@prop("every group of prune_m consecutive inputs loses exactly prune_n entries")
+@prop("every group of group_m consecutive inputs keeps exactly keep_n entries")
 def _q1_exact(fn, ref):
     gen = torch.Generator().manual_seed(1)
     for n, m in ((1, 4), (2, 4), (3, 4), (2, 8), (5, 8), (1, 2)):
         s = torch.randn(6, 4 * m, generator=gen)
         got = call(fn, s, n, m, _ref=ref)
-        what = f"nm_mask(random scores (6, {4 * m}), prune_n={n}, prune_m={m})"
+        what = f"nm_mask(random scores (6, {4 * m}), keep_n={n}, group_m={m})"
         _check_mask(got, tuple(s.shape), what)
         pruned = (~got).reshape(6, 4, m).sum(-1)  # (out, groups)
-        if (pruned != n).any():
-            r, g = (int(i) for i in (pruned != n).nonzero()[0])
-            raise CheckFailure(f"{what}\n  row {r}, group {g} (columns {g * m}..{g * m + m - 1}) prunes "
-                               f"{int(pruned[r, g])} entries; every group must prune exactly prune_n={n}")
+        if (pruned != m - n).any():
+            r, g = (int(i) for i in (pruned != m - n).nonzero()[0])
+            raise CheckFailure(f"{what}\n  row {r}, group {g} (columns {g * m}..{g * m + m - 1}) keeps "
+                               f"{m - int(pruned[r, g])} entries; every group must keep exactly keep_n={n}")
 
 
 @prop("only the order of the scores matters (adding a constant or scaling by 3 changes nothing)")
@@ -78,29 +79,30 @@ def _q1_case(gen: torch.Generator, rng: random.Random):
 
 Q06_1 = Exercise(
     id="q06_1", points=4, notebook=NOTEBOOK, reference="lessonlib.prune.masks:nm_mask",
-    statement="Return the N:M keep-mask of a score matrix (out, in): split every row into groups of prune_m "
-              "consecutive input columns and, in each group, prune (set False) the prune_n entries with the "
-              "lowest scores; ties go to the leftmost entry. Return a bool tensor of the scores' shape, "
-              "True = keep. prune_n counts the pruned entries: 2:4 keeps 2 of 4, 1:4 keeps 3 of 4.",
-    hints=("scores.reshape(out, in // prune_m, prune_m) puts each group on the last axis.",
-           "torch.argsort(..., dim=-1, stable=True) breaks ties by position; the first prune_n indices "
-           "of each group are the ones to prune.",
+    statement="Return the N:M keep-mask of a score matrix (out, in): split every row into groups of group_m "
+              "consecutive input columns and, in each group, keep the keep_n entries with the highest scores "
+              "and prune (set False) the other group_m - keep_n; among equal scores the leftmost is pruned "
+              "first. Return a bool tensor of the scores' shape, True = keep. N:M means N kept of every M: "
+              "2:4 keeps 2 of 4, 3:4 keeps 3 of 4.",
+    hints=("scores.reshape(out, in // group_m, group_m) puts each group on the last axis.",
+           "torch.argsort(..., dim=-1, stable=True) breaks ties by position; the first group_m - keep_n "
+           "indices of each group are the ones to prune.",
            "mask.scatter_(-1, idx, False) switches off the chosen entries; reshape back to (out, in)."),
     checks=(
         literal("2:4 on one row", (torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.5, 0.7, 0.1, 0.9]]), 2, 4),
                 expected=_mask([[T, F, T, F, F, T, F, T]])),  # prune {1, 2} and {0.1, 0.5}
-        literal("1:4 prunes one, lowest score even if negative",
-                (torch.tensor([[0.3, -5.0, 2.0, 1.0]]), 1, 4),
+        literal("3:4 prunes one, the lowest score even if negative",
+                (torch.tensor([[0.3, -5.0, 2.0, 1.0]]), 3, 4),
                 expected=_mask([[T, F, T, T]])),  # -5 is the lowest score
-        literal("3:4 keeps only the largest of each group",
-                (torch.tensor([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]), 3, 4),
+        literal("1:4 keeps only the largest of each group",
+                (torch.tensor([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]), 1, 4),
                 expected=_mask([[F, F, F, T], [T, F, F, F]])),
         literal("groups are consecutive columns, not strided",
                 (torch.tensor([[1.0, 2.0, 9.0, 8.0, 7.0, 6.0, 3.0, 4.0]]), 2, 4),
                 expected=_mask([[F, F, T, T, T, T, F, F]])),  # {1,2,9,8} -> keep 9,8; {7,6,3,4} -> keep 7,6
         literal("ties go to the leftmost entry", (torch.ones(2, 4), 2, 4),
                 expected=_mask([[F, F, T, T], [F, F, T, T]])),
-        literal("2:8 in one group of eight", (torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 6.0, 7.0, 8.0]]), 2, 8),
+        literal("6:8 in one group of eight", (torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 6.0, 7.0, 8.0]]), 6, 8),
                 expected=_mask([[T, T, T, F, F, T, T, T]])),  # prune 1 and 2
         _q1_type, _q1_exact, _q1_monotone, _q1_rows,
         agrees_with_reference("matches the reference on random scores (with and without ties)", _q1_case,
@@ -109,3 +111,13 @@ Q06_1 = Exercise(
 )
 
 EXERCISES = [Q06_1]
+
+
+# ------------------------------------------------------------------ q06_2: concept question
+Q06_C1 = Exercise(
+    id="q06_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q06_c1",
+    statement='N:M sparsity means N kept of every M consecutive weights. What fraction of a 3:4 sparse matrix is zero? Return the number.',
+    hints=('Count the zeros in one group of four.',),
+    checks=concept_checks("q06_2", 0.25),
+)
+EXERCISES = [*EXERCISES, Q06_C1]

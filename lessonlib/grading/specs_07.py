@@ -12,6 +12,7 @@ import torch
 
 from .checks import (Check, CheckFailure, GradingTimeout, agrees_with_reference, assert_close, assert_exact_zeros,
                      assert_tensor, call, literal, prop)
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "07_sparsegpt_wanda"
@@ -67,7 +68,7 @@ def _q1_case(gen: torch.Generator, rng: random.Random):
     inp = groups * (m or 4)
     w = torch.randn(out, inp, generator=gen)
     norms = torch.rand(inp, generator=gen) ** 3 * 50  # skewed, as real activation norms are
-    s = n / m if m else rng.choice([0.1, 0.3, 0.5, 0.6, 0.9])
+    s = (m - n) / m if m else rng.choice([0.1, 0.3, 0.5, 0.6, 0.9])
     return (w, norms, s, n, m), {}
 
 
@@ -76,11 +77,11 @@ Q07_1 = Exercise(
     statement="Return Wanda's keep-mask for one linear layer: score every weight by |W_ij| times the L2 norm "
               "of its input channel j over the calibration tokens (input_sq_norms holds the sum or mean of "
               "x_j^2, so take its square root), then prune the lowest scores within each output row: "
-              "exactly n_to_prune(in, sparsity) per row, or, when prune_n > 0, the prune_n lowest of every "
-              "prune_m consecutive inputs. Return a bool tensor (out, in), True = keep.",
+              "exactly n_to_prune(in, sparsity) per row, or, when keep_n > 0 (N:M = keep_n kept of every "
+              "group_m consecutive inputs), the group_m - keep_n lowest of each group. Return a bool tensor (out, in), True = keep.",
     hints=("Broadcast the (in,) norms along the rows: norms.sqrt().unsqueeze(0) has shape (1, in).",
            "The comparison group is one output row, not the whole matrix: prune_lowest(score, s, per_row=True).",
-           "For N:M, nm_mask(score, prune_n, prune_m) does the group selection."),
+           "For N:M, nm_mask(score, keep_n, group_m) does the group selection."),
     checks=(
         literal("the activation norm changes the ranking",
                 (torch.tensor([[1.0, -2.0, 3.0, 4.0]]), torch.tensor([16.0, 1.0, 1.0, 0.25]), 0.5),
@@ -190,12 +191,13 @@ def _q2_inplace_mask(fn, ref):
         w, u = _random_block(20 + n)
         mask = torch.ones_like(w, dtype=torch.bool)
         got = _direct(fn, w.clone(), u.clone(), mask, n, m)
-        what = f"sparsegpt_block_step(random (6, 16) block, all-True mask, prune_n={n}, prune_m={m})"
+        what = f"sparsegpt_block_step(random (6, 16) block, all-True mask, keep_n={n}, group_m={m})"
         q, _ = _pair(got, what, tuple(w.shape))
         pruned = (~mask).reshape(6, -1, m).sum(-1)
-        if (pruned != n).any():
+        if (pruned != m - n).any():
             raise CheckFailure(f"{what}\n  afterwards mask1 prunes {pruned.tolist()} entries per group of {m}; "
-                               f"fill mask1[:, i:i+{m}] in place with the {n} lowest w^2/d^2 of each group")
+                               f"fill mask1[:, i:i+{m}] in place, pruning the {m - n} lowest w^2/d^2 of each "
+                               f"group (keep {n})")
         if (q[~mask] != 0).any() or (q[mask] == 0).any():
             raise CheckFailure(f"{what}\n  Q1 is not zero exactly where mask1 (after the call) is False")
 
@@ -211,7 +213,7 @@ def _compare_step(fn, ref, seed: int, mask_kind: str, quant) -> None:
     want_mask = mask.clone()
     q_ref, e_ref = ref(w.clone(), u.clone(), want_mask, n, m, quant)
     what = (f"random case seed {seed}: sparsegpt_block_step(W1 (6, 16), U1 (16, 16), {mask_kind} mask, "
-            f"prune_n={n}, prune_m={m}, quant={'round' if quant else None})")
+            f"keep_n={n}, group_m={m}, quant={'round' if quant else None})")
     q, e = _pair(call(fn, w, u, mask, n, m, quant, _ref=ref, _check_inputs=False), what, tuple(w.shape))
     assert_close(q, q_ref, what=f"{what}: Q1", rtol=1e-6, atol=1e-8)
     assert_close(e, e_ref, what=f"{what}: Err1", rtol=1e-6, atol=1e-8)
@@ -229,8 +231,8 @@ _q2_agree = Check("matches the reference on random blocks (fixed masks, 2:4, wit
 
 Q07_2 = Exercise(
     id="q07_2", points=6, notebook=NOTEBOOK, reference="lessonlib.prune.sparsegpt:sparsegpt_block_step",
-    statement="Process one block of SparseGPT (Algorithm 1) column by column. For column i: under N:M (prune_n > 0) "
-              "and at the start of each group of prune_m columns, fill mask1[:, i:i+prune_m] in place with "
+    statement="Process one block of SparseGPT (Algorithm 1) column by column. For column i: under N:M (keep_n > 0) "
+              "and at the start of each group of group_m columns, fill mask1[:, i:i+group_m] in place with "
               "nm_mask(w^2 / d^2) of the current weights; q = the column with pruned entries set to 0 (then "
               "quant(q), masked again, if a quantizer is given); err = (w - q) / d_i; subtract "
               "err * U1[i, i:] from the remaining columns i.. of W1 (in place). Return (Q1, Err1): the q columns "
@@ -244,3 +246,13 @@ Q07_2 = Exercise(
 )
 
 EXERCISES = [Q07_1, Q07_2]
+
+
+# ------------------------------------------------------------------ q07_3: concept question
+Q07_C1 = Exercise(
+    id="q07_3", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q07_c1",
+    statement="Wanda's score |W_ij| ||X_j|| ranks weights like the OBS saliency w^2 / [H^-1]_qq with the Hessian H replaced by what? A: its diagonal. B: the identity. C: its inverse. D: its largest eigenvalue times the identity. Return one letter.",
+    hints=('For a diagonal H, what is [H^-1]_qq?',),
+    checks=concept_checks("q07_3", "A"),
+)
+EXERCISES = [*EXERCISES, Q07_C1]

@@ -11,6 +11,7 @@ import random
 import torch
 
 from .checks import Check, CheckFailure, assert_close, assert_tensor, call, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "08_when_sparsity_pays"
@@ -118,3 +119,14 @@ Q08_1 = Exercise(
 )
 
 EXERCISES = [Q08_1]
+
+
+
+# ------------------------------------------------------------------ q08_2: concept question
+Q08_C1 = Exercise(
+    id="q08_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q08_c1",
+    statement='A matrix stored as CSR keeps fp16 values and int32 column indices for its non-zeros (row pointers are negligible). Above which sparsity does it take fewer bytes than dense fp16? Return the number (tolerance 0.01).',
+    hints=('Compare (1 - s) * (2 + 4) bytes with 2 bytes per weight.',),
+    checks=concept_checks("q08_2", 2.0 / 3.0),
+)
+EXERCISES = [*EXERCISES, Q08_C1]

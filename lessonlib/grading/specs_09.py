@@ -11,6 +11,7 @@ import random
 import torch
 
 from .checks import Check, CheckFailure, assert_close, assert_tensor, call, prop
+from ..concepts import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "09_movement_pruning"
@@ -127,3 +128,13 @@ Q09_1 = Exercise(
 )
 
 EXERCISES = [Q09_1]
+
+
+# ------------------------------------------------------------------ q09_2: concept question
+Q09_C1 = Exercise(
+    id="q09_2", points=1, notebook=NOTEBOOK, reference="lessonlib.concepts:q09_c1",
+    statement="A pruned classifier's held-out accuracy equals exactly the share of the majority class. What does that tell you? A: it learnt the task with less capacity. B: it answers one class for everything; a comparison built on it measures nothing. C: the eval set is too small. D: pruning improved calibration. Return one letter.",
+    hints=('What accuracy does a model get that always answers the most frequent class?',),
+    checks=concept_checks("q09_2", "B"),
+)
+EXERCISES = [*EXERCISES, Q09_C1]

@@ -66,7 +66,7 @@ def _choice(default: Any, choices: tuple) -> Param:
 
 
 def parse_nm(nm: str | None) -> tuple[int, int]:
-    """``"2:4"`` -> (2, 4): prune 2 of every 4 consecutive weights; ``None``/``""`` -> (0, 0) (unstructured)."""
+    """``"2:4"`` -> (2, 4): keep 2 of every 4 consecutive weights (N kept of M); ``None``/``""`` -> (0, 0) (unstructured)."""
     if nm in (None, ""):
         return 0, 0
     parts = str(nm).split(":") if isinstance(nm, str) else []

@@ -200,8 +200,8 @@ def _quantize(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module
 
 def _unstructured(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
     p = st.params
-    n, m = parse_nm(p["nm"])
-    sparsity = n / m if n else p["sparsity"]
+    n, m = parse_nm(p["nm"])  # N:M = n kept of every m
+    sparsity = (m - n) / m if n else p["sparsity"]
     if st.method == "magnitude":
         magnitude_prune_model(model, sparsity, n, m)
     elif st.method == "wanda":
@@ -303,8 +303,8 @@ def _entropy_code(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Mo
 
 def _joint(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
     p, scheme = st.params, _scheme(st.params)
-    n, m = parse_nm(p["nm"])
-    sparsity = n / m if n else p["sparsity"]
+    n, m = parse_nm(p["nm"])  # N:M = n kept of every m
+    sparsity = (m - n) / m if n else p["sparsity"]
     grids: dict[str, tuple] = {}
 
     def factory(name: str, w: torch.Tensor):

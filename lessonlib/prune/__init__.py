@@ -1,8 +1,8 @@
 """Unstructured and N:M pruning: masks, magnitude, Wanda, SparseGPT, OBS, movement pruning, sparse kernels.
 
 Conventions (details in ``lessonlib.prune.masks``): a mask is a bool tensor (out, in) with True = keep;
-sparsity is the fraction pruned, in [0, 1); N:M is ``prune_n`` pruned of every ``prune_m`` consecutive
-input weights (the Wanda / SparseGPT reference convention; ``prune_n=2, prune_m=4`` is 2:4).
+sparsity is the fraction pruned, in [0, 1); N:M is ``keep_n`` *kept* of every ``group_m`` consecutive
+input weights (the 2:4 sparse-tensor-core convention; ``keep_n=2, group_m=4`` is 2:4, ``keep_n=3, group_m=4`` keeps 3 of 4).
 """
 from .magnitude import (cubic_sparsity, global_magnitude_masks, gradual_magnitude_prune, magnitude_mask,
                         magnitude_prune_model, magnitude_row_mask)

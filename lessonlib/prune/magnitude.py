@@ -29,16 +29,16 @@ __all__ = ["magnitude_mask", "magnitude_row_mask", "global_magnitude_masks", "ma
 _SCOPES = ("layer", "row", "global")
 
 
-def magnitude_mask(weight: torch.Tensor, sparsity: float, prune_n: int = 0, prune_m: int = 0) -> torch.Tensor:
+def magnitude_mask(weight: torch.Tensor, sparsity: float, keep_n: int = 0, group_m: int = 0) -> torch.Tensor:
     """Keep-mask pruning exactly ``n_to_prune(numel, sparsity)`` smallest-|W| entries of one matrix.
 
-    weight: (out, in).  With ``prune_n, prune_m`` the smallest ``prune_n`` of every ``prune_m`` consecutive
-    input weights of each row are pruned instead (``sparsity`` must then equal ``prune_n / prune_m``).
+    weight: (out, in).  With ``keep_n, group_m`` the largest ``keep_n`` of every ``group_m`` consecutive
+    input weights of each row are kept instead (``sparsity`` must then equal ``1 - keep_n / group_m``).
     Ties are broken by position (lower row-major index pruned first).
     """
-    resolve_sparsity(sparsity, prune_n, prune_m, weight.shape[-1])
-    if prune_n:
-        return nm_mask(weight.abs(), prune_n, prune_m)
+    resolve_sparsity(sparsity, keep_n, group_m, weight.shape[-1])
+    if keep_n:
+        return nm_mask(weight.abs(), keep_n, group_m)
     return prune_lowest(weight.abs(), sparsity)  # (out, in)
 
 
@@ -80,29 +80,29 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
 
 
 @atomic
-def magnitude_prune_model(model: nn.Module, sparsity: float, prune_n: int = 0, prune_m: int = 0,
+def magnitude_prune_model(model: nn.Module, sparsity: float, keep_n: int = 0, group_m: int = 0,
                           scope: str = "layer") -> dict[str, torch.Tensor]:
     """Magnitude-prune every linear layer of the transformer blocks in place; returns name -> keep-mask.
 
     scope: ``"layer"`` (each matrix on its own), ``"row"`` (each output row) or ``"global"`` (one
-    threshold over all of them).  N:M (``prune_n, prune_m``) is only defined per layer.
+    threshold over all of them).  N:M (``keep_n, group_m``) is only defined per layer.
     """
     if scope not in _SCOPES:
         raise ValueError(f"scope={scope!r}; choose one of {_SCOPES}")
-    if prune_n and scope != "layer":
+    if keep_n and scope != "layer":
         raise ValueError(f"N:M pruning is per matrix; use scope='layer', not {scope!r}")
     with unrolled_model_experts(model):  # MoE: every expert's slice too
-        return _magnitude_prune(model_linears(model), sparsity, prune_n, prune_m, scope)
+        return _magnitude_prune(model_linears(model), sparsity, keep_n, group_m, scope)
 
 
-def _magnitude_prune(layers: dict[str, nn.Module], sparsity: float, prune_n: int, prune_m: int,
+def _magnitude_prune(layers: dict[str, nn.Module], sparsity: float, keep_n: int, group_m: int,
                      scope: str) -> dict[str, torch.Tensor]:
     if scope == "global":
         masks = global_magnitude_masks({n: get_weight(m) for n, m in layers.items()}, sparsity)
     elif scope == "row":
         masks = {n: magnitude_row_mask(get_weight(m), sparsity) for n, m in layers.items()}
     else:
-        masks = {n: magnitude_mask(get_weight(m), sparsity, prune_n, prune_m) for n, m in layers.items()}
+        masks = {n: magnitude_mask(get_weight(m), sparsity, keep_n, group_m) for n, m in layers.items()}
     for n, m in layers.items():
         set_weight(m, apply_mask(get_weight(m), masks[n]))
     return masks

@@ -8,11 +8,12 @@ Conventions used by every module in ``lessonlib.prune``:
   entries pruned at sparsity ``s`` loses exactly ``n_to_prune(numel, s) = floor(s * numel + 0.5)`` entries
   (nearest integer, halves rounded up).  Ties between equal scores are broken by position: the entry with
   the smaller (row-major) index is pruned first, so every mask is deterministic.
-* **N:M** follows the Wanda / SparseGPT reference code: ``prune_n`` of every ``prune_m`` *consecutive
-  weights along the input dimension* are pruned (the ``prune_n`` lowest scores in each group), so
-  ``prune_n=2, prune_m=4`` is the "2:4" pattern of NVIDIA sparse tensor cores (2 kept, 2 pruned) and
-  ``prune_n=1, prune_m=4`` keeps 3 of 4.  Hardware papers instead write "N:M" for N *kept* of M; for 2:4
-  and 4:8 the two readings coincide, for anything else check which one is meant.  ``prune_n=prune_m=0``
+* **N:M** means N *kept* of every M, the convention of NVIDIA's 2:4 sparse tensor cores (Mishra et al.
+  2021, arXiv:2104.08378) and of the N:M literature: ``keep_n`` of every ``group_m`` *consecutive weights
+  along the input dimension* survive (the ``group_m - keep_n`` lowest scores of each group are pruned), so
+  ``keep_n=2, group_m=4`` is 2:4 and ``keep_n=3, group_m=4`` keeps 3 of 4.  (The Wanda / SparseGPT
+  reference code's ``prune_n`` counts the *pruned* weights instead; that name is gone from lessonlib, so
+  a call with ``prune_n=`` fails with a TypeError instead of silently meaning the opposite.)  ``keep_n=group_m=0``
   means "no N:M pattern" (unstructured).
 """
 from __future__ import annotations
@@ -43,39 +44,39 @@ def check_sparsity(sparsity: float) -> float:
     return float(sparsity)
 
 
-def check_nm(prune_n: int, prune_m: int, in_features: int | None = None) -> bool:
-    """Validate an N:M pattern (``prune_n`` pruned of every ``prune_m``); True when one is requested.
+def check_nm(keep_n: int, group_m: int, in_features: int | None = None) -> bool:
+    """Validate an N:M pattern (``keep_n`` kept of every ``group_m``); True when one is requested.
 
-    ``prune_n = prune_m = 0`` means unstructured (returns False).  Otherwise ``0 < prune_n < prune_m`` and
-    ``prune_m`` must divide ``in_features`` (when given), or ValueError.
+    ``keep_n = group_m = 0`` means unstructured (returns False).  Otherwise ``0 < keep_n < group_m`` and
+    ``group_m`` must divide ``in_features`` (when given), or ValueError.
     """
-    for name, v in (("prune_n", prune_n), ("prune_m", prune_m)):
+    for name, v in (("keep_n", keep_n), ("group_m", group_m)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise ValueError(f"{name}={v!r} must be an int")
-    if prune_n == 0 and prune_m == 0:
+    if keep_n == 0 and group_m == 0:
         return False
-    if not 0 < prune_n < prune_m:
-        raise ValueError(f"N:M pattern prune_n={prune_n}, prune_m={prune_m} is invalid: need 0 < prune_n < "
-                         "prune_m (prune_n weights pruned out of every prune_m), or both 0 for unstructured")
-    if in_features is not None and in_features % prune_m != 0:
-        raise ValueError(f"prune_m={prune_m} does not divide the input dimension {in_features}; "
-                         "N:M groups are prune_m consecutive input columns")
+    if not 0 < keep_n < group_m:
+        raise ValueError(f"N:M pattern keep_n={keep_n}, group_m={group_m} is invalid: need 0 < keep_n < "
+                         "group_m (keep_n weights kept out of every group_m), or both 0 for unstructured")
+    if in_features is not None and in_features % group_m != 0:
+        raise ValueError(f"group_m={group_m} does not divide the input dimension {in_features}; "
+                         "N:M groups are group_m consecutive input columns")
     return True
 
 
-def resolve_sparsity(sparsity: float, prune_n: int, prune_m: int, in_features: int | None = None) -> float:
-    """The sparsity that will be reached: ``sparsity`` itself, or ``prune_n / prune_m`` under N:M.
+def resolve_sparsity(sparsity: float, keep_n: int, group_m: int, in_features: int | None = None) -> float:
+    """The sparsity that will be reached: ``sparsity`` itself, or ``1 - keep_n / group_m`` under N:M.
 
-    Under N:M the pattern fixes the sparsity, so ``sparsity`` must equal ``prune_n / prune_m`` (as in the
+    Under N:M the pattern fixes the sparsity, so ``sparsity`` must equal ``1 - keep_n / group_m`` (as in the
     reference scripts, which pass ``sparsity_ratio=0.5`` with 2:4); a different value raises ValueError
     instead of being silently ignored.
     """
     s = check_sparsity(sparsity)
-    if check_nm(prune_n, prune_m, in_features):
-        nm = prune_n / prune_m
+    if check_nm(keep_n, group_m, in_features):
+        nm = (group_m - keep_n) / group_m
         if abs(s - nm) > 1e-9:
-            raise ValueError(f"sparsity={s} conflicts with the {prune_n}:{prune_m} pattern, which prunes exactly "
-                             f"{nm:g}; pass sparsity={nm:g} (or prune_n=prune_m=0 for unstructured)")
+            raise ValueError(f"sparsity={s} conflicts with the {keep_n}:{group_m} pattern, which prunes exactly "
+                             f"{nm:g}; pass sparsity={nm:g} (or keep_n=group_m=0 for unstructured)")
         return nm
     return s
 
@@ -142,37 +143,37 @@ def prune_lowest(scores: torch.Tensor, sparsity: float, per_row: bool = False) -
     return prune_lowest_count(scores, n_to_prune(group, sparsity), per_row)
 
 
-def nm_mask(scores: torch.Tensor, prune_n: int, prune_m: int) -> torch.Tensor:
-    """N:M keep-mask: in each group of ``prune_m`` consecutive input columns of every row, prune the
-    ``prune_n`` lowest scores (ties: the leftmost goes first).  Mishra et al. 2021 (2:4 sparse tensor
+def nm_mask(scores: torch.Tensor, keep_n: int, group_m: int) -> torch.Tensor:
+    """N:M keep-mask: in each group of ``group_m`` consecutive input columns of every row, keep the
+    ``keep_n`` highest scores, i.e. prune the ``group_m - keep_n`` lowest (ties: the leftmost is pruned first).  Mishra et al. 2021 (2:4 sparse tensor
     cores); the selection rule of the Wanda and SparseGPT reference code.
 
-    scores: (out, in) with ``in % prune_m == 0``.  Returns a bool mask (out, in), True = keep.
+    scores: (out, in) with ``in % group_m == 0``.  Returns a bool mask (out, in), True = keep.
     """
     _check_matrix(scores, "scores")
-    if not check_nm(prune_n, prune_m, scores.shape[1]):
-        raise ValueError("nm_mask needs an N:M pattern; got prune_n=prune_m=0")
+    if not check_nm(keep_n, group_m, scores.shape[1]):
+        raise ValueError("nm_mask needs an N:M pattern; got keep_n=group_m=0")
     # BEGIN SOLUTION
     out, inp = scores.shape
-    groups = scores.reshape(out, inp // prune_m, prune_m)  # (out, in/m, m)
-    lowest = torch.argsort(groups, dim=-1, stable=True)[..., :prune_n]  # (out, in/m, n)
+    groups = scores.reshape(out, inp // group_m, group_m)  # (out, in/m, m)
+    lowest = torch.argsort(groups, dim=-1, stable=True)[..., :group_m - keep_n]  # (out, in/m, m - n) pruned
     mask = torch.ones_like(groups, dtype=torch.bool)
     mask.scatter_(-1, lowest, False)
     return mask.reshape(out, inp)
     # END SOLUTION
 
 
-def is_nm_sparse(weight_or_mask: torch.Tensor, prune_n: int, prune_m: int) -> bool:
-    """True when every group of ``prune_m`` consecutive input entries holds at least ``prune_n`` zeros.
+def is_nm_sparse(weight_or_mask: torch.Tensor, keep_n: int, group_m: int) -> bool:
+    """True when every group of ``group_m`` consecutive input entries holds at most ``keep_n`` non-zeros.
 
     Works on a weight (zeros = pruned) or a bool keep-mask (False = pruned); N:M as in the module docstring.
     """
     _check_matrix(weight_or_mask, "weight_or_mask")
-    if not check_nm(prune_n, prune_m, weight_or_mask.shape[1]):
-        raise ValueError("is_nm_sparse needs an N:M pattern; got prune_n=prune_m=0")
+    if not check_nm(keep_n, group_m, weight_or_mask.shape[1]):
+        raise ValueError("is_nm_sparse needs an N:M pattern; got keep_n=group_m=0")
     out, inp = weight_or_mask.shape
-    kept = (weight_or_mask != 0).reshape(out, inp // prune_m, prune_m).sum(-1)  # (out, in/m)
-    return bool((kept <= prune_m - prune_n).all())
+    kept = (weight_or_mask != 0).reshape(out, inp // group_m, group_m).sum(-1)  # (out, in/m)
+    return bool((kept <= keep_n).all())
 
 
 # ----------------------------------------------------------------------------- applying and measuring

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -47,7 +48,10 @@ from .movement import topk_mask, topk_ste
 from ..atomic import atomic
 
 __all__ = ["PRUNE_METHODS", "MaskedLinear", "mask_encoder_linears", "PruneSchedule", "prune_schedule",
-           "finetune_dense", "finetune_pruned", "PrunedRun", "dense_is_trained", "MAX_LENGTH"]
+           "finetune_dense", "finetune_pruned", "PrunedRun", "dense_is_trained", "MAX_LENGTH", "majority_share",
+           "is_collapsed", "COLLAPSE_MARGIN"]
+
+COLLAPSE_MARGIN = 0.01  # accuracy within this of the majority-class share = the classifier learnt nothing
 
 PRUNE_METHODS = ("dense", "movement", "magnitude")
 MAX_LENGTH = 64  # review sentences are short (median about 26 word pieces)
@@ -137,6 +141,25 @@ class PrunedRun:
     kept: torch.Tensor | None = None  # magnitudes |W| of the kept weights of one matrix (for plots)
     model: nn.Module | None = field(default=None, repr=False)  # the fine-tuned (pruned) classifier
     tokenizer: object = field(default=None, repr=False)
+    majority: float = float("nan")  # the majority-class share of the eval labels
+    collapsed: bool = False  # accuracy at the majority share (``is_collapsed``): one class for everything
+
+
+def majority_share(labels: torch.Tensor) -> float:
+    """The share of the most frequent class among ``labels`` (int class ids): the accuracy of a classifier
+    that answers that class for everything."""
+    labels = torch.as_tensor(labels)
+    if labels.numel() == 0:
+        raise ValueError("labels is empty")
+    return float(torch.bincount(labels.long().flatten()).max()) / labels.numel()
+
+
+def is_collapsed(accuracy: float, majority: float, margin: float = COLLAPSE_MARGIN) -> bool:
+    """True when ``accuracy`` is no better than answering the majority class (within ``margin``): the model
+    has collapsed to one class, and a comparison built on it measures nothing."""
+    if not 0.0 < majority <= 1.0:
+        raise ValueError(f"majority={majority} must lie in (0, 1]")
+    return accuracy <= majority + margin
 
 
 def finetune_dense(profile: str | Profile | None = None, seed: int = 0, data=None,
@@ -255,4 +278,10 @@ def finetune_pruned(method: str, target: float, profile: str | Profile | None = 
             if name == probe:
                 kept = m.linear.weight[keep].abs().clone()
     acc = classification_accuracy(model, tok, ev_texts, ev_labels, max_length=MAX_LENGTH)
-    return PrunedRun(method, target, acc, zeros / total if total else 0.0, losses, seconds, kept, model, tok)
+    majority = majority_share(ev_labels)
+    collapsed = is_collapsed(acc, majority)
+    if collapsed:
+        warnings.warn(f"{method} at {target:.0%}: accuracy {acc:.3f} is the majority-class share {majority:.3f} "
+                      f"(+/- {COLLAPSE_MARGIN}): the classifier collapsed to one class", RuntimeWarning, stacklevel=2)
+    return PrunedRun(method, target, acc, zeros / total if total else 0.0, losses, seconds, kept, model, tok,
+                     majority, collapsed)

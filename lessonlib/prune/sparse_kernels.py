@@ -212,5 +212,5 @@ def to_2of4_semi_structured(weight: torch.Tensor):
         raise ValueError(f"2:4 semi-structured needs float16 or bfloat16, got {weight.dtype}")
     if not is_nm_sparse(weight, 2, 4):
         raise ValueError("weight is not 2:4 sparse (some group of 4 consecutive inputs has > 2 nonzeros); "
-                         "prune it with prune_n=2, prune_m=4 first")
+                         "prune it with keep_n=2, group_m=4 first")
     return torch.sparse.to_sparse_semi_structured(weight)

@@ -6,7 +6,7 @@ For one linear layer with weight W (out, in) and Hessian H = 2/N X X^T (in, in) 
 (U^T U = H^-1, d_j = U_jj) the OBS update for eliminating column j from the remaining problem is the row
 ``U[j, j:]`` scaled by ``err = (w_j - q_j) / d_j`` (their section 3.3 / Algorithm 1 line "E_{:,j-i} <- ...").
 The mask is chosen adaptively, once per block of ``block_size`` columns from the scores ``w^2 / d^2``
-(the OBS saliency); N:M masks are chosen per row for each group of ``prune_m`` columns just before the
+(the OBS saliency); N:M masks are chosen per row for each group of ``group_m`` columns just before the
 group is processed.  Updates inside a block are applied at once; those to later blocks lazily in one
 matrix product per block (Algorithm 1, last line).
 """
@@ -28,14 +28,14 @@ __all__ = ["sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor, prune_n: int = 0,
-                         prune_m: int = 0, quant: Quantizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor, keep_n: int = 0,
+                         group_m: int = 0, quant: Quantizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One block of SparseGPT Algorithm 1: prune (and quantize) its columns one by one with error feedback.
 
     W1: (out, B) the block's weights, already carrying the updates from earlier blocks; changed in place.
     U1: (B, B) the block's diagonal block of the upper Cholesky factor of H^-1.
-    mask1: (out, B) bool keep-mask; under N:M (``prune_n > 0``) it is filled in place, per row, for each
-    group of ``prune_m`` columns from ``w^2 / d^2`` just before the group is processed.
+    mask1: (out, B) bool keep-mask; under N:M (``keep_n > 0``) it is filled in place, per row, for each
+    group of ``group_m`` columns from ``w^2 / d^2`` just before the group is processed.
     quant: optional ``q_col = quant(w_col)`` on a (out,) column (joint sparsification + quantization).
     Returns ``(Q1, Err1)``: the final block weights (out, B) and the scaled errors (out, B) used for the
     lazy update of later columns, ``W[:, i2:] -= Err1 @ U[i1:i2, i2:]``.
@@ -45,9 +45,9 @@ def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor
     Q1 = torch.zeros_like(W1)  # (out, B)
     Err1 = torch.zeros_like(W1)  # (out, B)
     for i in range(W1.shape[1]):
-        if prune_n and i % prune_m == 0:  # N:M: choose this group's mask from the current weights
-            score = W1[:, i:i + prune_m] ** 2 / d[i:i + prune_m] ** 2  # (out, m)
-            mask1[:, i:i + prune_m] = nm_mask(score, prune_n, prune_m)
+        if keep_n and i % group_m == 0:  # N:M: choose this group's mask from the current weights
+            score = W1[:, i:i + group_m] ** 2 / d[i:i + group_m] ** 2  # (out, m)
+            mask1[:, i:i + group_m] = nm_mask(score, keep_n, group_m)
         w = W1[:, i]  # (out,)
         q = w.masked_fill(~mask1[:, i], 0.0)
         if quant is not None:
@@ -60,16 +60,16 @@ def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor
     # END SOLUTION
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | None, prune_n: int = 0,
-                    prune_m: int = 0, block_size: int = 128, percdamp: float = 0.01, quant: Quantizer | None = None,
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | None, keep_n: int = 0,
+                    group_m: int = 0, block_size: int = 128, percdamp: float = 0.01, quant: Quantizer | None = None,
                     mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT for one layer (Frantar & Alistarh 2023, Algorithm 1): ``(new weight, keep-mask)``.
 
     weight: (out, in); hessian: (in, in) = 2/N X X^T.  Unstructured: in each block of ``block_size``
     columns the lowest ``w^2 / d^2`` over all rows of the block are pruned; the per-block counts add up to
     exactly ``n_to_prune(out * in, sparsity)`` (block b prunes ``n_to_prune(out * i2, s) - n_to_prune(out *
-    i1, s)``).  N:M (``prune_n`` of every ``prune_m``, see ``lessonlib.prune.masks``): per row and group;
-    ``block_size`` must be a multiple of ``prune_m``.  ``mask`` fixes the keep-mask instead (then pass
+    i1, s)``).  N:M (``keep_n`` of every ``group_m``, see ``lessonlib.prune.masks``): per row and group;
+    ``block_size`` must be a multiple of ``group_m``.  ``mask`` fixes the keep-mask instead (then pass
     ``sparsity=None``).  ``quant`` quantizes each kept column jointly (GPTQ-style), ``q = quant(w_col)``.
     The returned weight has the input's dtype; pruned entries are exactly zero.
     """
@@ -78,16 +78,16 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
     out, n = W.shape
     if mask is not None:
         check_mask(mask, weight)
-        if sparsity is not None or prune_n or prune_m:
+        if sparsity is not None or keep_n or group_m:
             raise ValueError("pass either a fixed mask (with sparsity=None and no N:M) or sparsity/N:M, not both")
     elif sparsity is None:
         raise ValueError("sparsity=None needs a fixed mask=...")
     else:
-        sparsity = resolve_sparsity(sparsity, prune_n, prune_m, n)
+        sparsity = resolve_sparsity(sparsity, keep_n, group_m, n)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size={block_size!r} must be a positive int")
-    if check_nm(prune_n, prune_m) and block_size % prune_m:
-        raise ValueError(f"block_size={block_size} must be a multiple of prune_m={prune_m} so N:M groups do not "
+    if check_nm(keep_n, group_m) and block_size % group_m:
+        raise ValueError(f"block_size={block_size} must be a multiple of group_m={group_m} so N:M groups do not "
                          "straddle blocks")
     U, _ = damped_inverse(H, percdamp, upper_cholesky=True)  # (in, in), upper triangular
     keep = torch.ones_like(W, dtype=torch.bool) if mask is None else mask.to(W.device).clone()  # (out, in)
@@ -96,11 +96,11 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
         W1 = W[:, i1:i2].clone()  # (out, B)
         U1 = U[i1:i2, i1:i2]  # (B, B)
         mask1 = keep[:, i1:i2].clone()  # (out, B)
-        if mask is None and not prune_n:
+        if mask is None and not keep_n:
             score = W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2  # (out, B) OBS saliency
             k = n_to_prune(out * i2, sparsity) - n_to_prune(out * i1, sparsity)
             mask1 = prune_lowest_count(score, k)
-        Q1, Err1 = sparsegpt_block_step(W1, U1, mask1, prune_n, prune_m, quant)
+        Q1, Err1 = sparsegpt_block_step(W1, U1, mask1, keep_n, group_m, quant)
         W[:, i1:i2] = Q1
         keep[:, i1:i2] = mask1
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batched update: (out, B) @ (B, in - i2)
@@ -110,8 +110,8 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
 
 
 @atomic
-def sparsegpt_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, prune_n: int = 0,
-                          prune_m: int = 0, block_size: int = 128, percdamp: float = 0.01,
+def sparsegpt_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, keep_n: int = 0,
+                          group_m: int = 0, block_size: int = 128, percdamp: float = 0.01,
                           quant_factory: Callable[[str, torch.Tensor], Quantizer] | None = None,
                           device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor], SequentialReport]:
     """SparseGPT on every linear layer of the decoder blocks, block by block (``run_sequential``, HessianStats).
@@ -120,14 +120,14 @@ def sparsegpt_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsit
     with scales fitted to that weight.  Weights change in place.  Returns (``"<block>.<layer>"`` -> keep-mask,
     timing report).
     """
-    resolve_sparsity(sparsity, prune_n, prune_m)
+    resolve_sparsity(sparsity, keep_n, group_m)
     masks: dict[str, torch.Tensor] = {}
 
     def compress(i: int, block: nn.Module, stats: dict[str, HessianStats]) -> None:
         for name, lin in block_linears(block).items():
             w = get_weight(lin)  # (out, in)
             quant = quant_factory(f"{i}.{name}", w) if quant_factory is not None else None
-            new, mask = sparsegpt_prune(w, stats[name].hessian(), sparsity, prune_n, prune_m, block_size,
+            new, mask = sparsegpt_prune(w, stats[name].hessian(), sparsity, keep_n, group_m, block_size,
                                         percdamp, quant)
             set_weight(lin, new)
             masks[f"{i}.{name}"] = mask.cpu()

@@ -28,42 +28,42 @@ def _check_norms(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> None:
         raise ValueError("input_sq_norms must be finite and >= 0 (sums or means of squares)")
 
 
-def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: float, prune_n: int = 0,
-               prune_m: int = 0) -> torch.Tensor:
+def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: float, keep_n: int = 0,
+               group_m: int = 0) -> torch.Tensor:
     """Wanda keep-mask for one linear layer (Sun et al. 2023, Eq. 1 and the per-output comparison group).
 
     weight: (out, in); input_sq_norms: (in,) per-input-channel sum or mean of x_j^2 over calibration tokens.
     Unstructured: in every output row prune exactly ``n_to_prune(in, sparsity)`` entries with the lowest
-    ``|W_ij| * sqrt(input_sq_norms_j)`` (ties: lower column first).  N:M (``prune_n`` of every ``prune_m``
-    consecutive inputs, see ``lessonlib.prune.masks``): the lowest ``prune_n`` scores of each group.
+    ``|W_ij| * sqrt(input_sq_norms_j)`` (ties: lower column first).  N:M (``keep_n`` of every ``group_m``
+    consecutive inputs, see ``lessonlib.prune.masks``): the highest ``keep_n`` scores of each group survive.
     Returns a bool mask (out, in), True = keep.
     """
     _check_norms(weight, input_sq_norms)
-    resolve_sparsity(sparsity, prune_n, prune_m, weight.shape[1])
+    resolve_sparsity(sparsity, keep_n, group_m, weight.shape[1])
     # BEGIN SOLUTION
     score = weight.abs() * input_sq_norms.to(weight.device, weight.dtype).sqrt().unsqueeze(0)  # (out, in)
-    if prune_n:
-        return nm_mask(score, prune_n, prune_m)
+    if keep_n:
+        return nm_mask(score, keep_n, group_m)
     return prune_lowest(score, sparsity, per_row=True)
     # END SOLUTION
 
 
 @atomic
-def wanda_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, prune_n: int = 0,
-                      prune_m: int = 0, device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor],
+def wanda_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, keep_n: int = 0,
+                      group_m: int = 0, device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor],
                                                                                      SequentialReport]:
     """Wanda on every linear layer of the decoder blocks, block by block (``lessonlib.calib.run_sequential``).
 
     As in the reference code each block is calibrated on the outputs of the already-pruned blocks before
     it.  Weights are changed in place.  Returns (``"<block>.<layer>"`` -> keep-mask, timing report).
     """
-    resolve_sparsity(sparsity, prune_n, prune_m)
+    resolve_sparsity(sparsity, keep_n, group_m)
     masks: dict[str, torch.Tensor] = {}
 
     def compress(i: int, block: nn.Module, stats: dict[str, InputNormStats]) -> None:
         for name, lin in block_linears(block).items():
             w = get_weight(lin)  # (out, in)
-            mask = wanda_mask(w.float(), stats[name].sq_norms(), sparsity, prune_n, prune_m)
+            mask = wanda_mask(w.float(), stats[name].sq_norms(), sparsity, keep_n, group_m)
             set_weight(lin, apply_mask(w, mask))
             masks[f"{i}.{name}"] = mask.cpu()
 

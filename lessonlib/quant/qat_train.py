@@ -3,8 +3,9 @@
 Jacob et al. 2018 ("Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
 Inference", section 3) train with the quantizer in the forward pass; LLM-QAT (Liu et al. 2023) does the same
 for LLMs.  Here every decoder-block linear layer becomes a ``QATLinear`` (``qat.prepare_qat``): its forward
-uses Q(W) with the group grid refitted from the current W on every step, its backward the clipped STE
-(``qat.FakeQuantSTE``).  The loss is the next-token cross-entropy on calibration windows (N, T).
+uses Q(W) with the group grid refitted from the current W on every step (``clip="refit"``: the STE's clipped
+branch never fires) or frozen at an MSE-best clipping range (``clip="mse"``: weights outside it get no
+gradient), its backward the clipped STE (``qat.FakeQuantSTE``).  The loss is the next-token cross-entropy on calibration windows (N, T).
 
 Only the latent linear weights train (embeddings, norms and the tied ``lm_head`` stay frozen), so the result
 is a quantized model of exactly the PTQ layout.  Two optimisers:
@@ -84,7 +85,7 @@ def _check(batches: torch.Tensor, steps: int, lr: float, batch_size: int, optimi
 def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, steps: int, lr: float,
                  batch_size: int = 4, optimizer: str = "sgd", momentum: float = 0.9, final_frac: float = 0.0,
                  grad_clip: float = 1.0, seed: int = 0,
-                 filter_fn: Callable[[nn.Module, str], bool] | None = None) -> QATReport:
+                 filter_fn: Callable[[nn.Module, str], bool] | None = None, clip: str = "refit") -> QATReport:
     """Quantization-aware fine-tuning of ``model`` in place on token windows ``batches`` (N, T).
 
     Swaps the selected linear layers (default: all but ``lm_head``) for ``QATLinear`` with ``scheme``
@@ -94,7 +95,7 @@ def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, s
     """
     _check(batches, steps, lr, batch_size, optimizer)
     if not any(isinstance(m, QATLinear) for m in model.modules()):
-        prepare_qat(model, scheme, filter_fn)
+        prepare_qat(model, scheme, filter_fn, clip=clip)
     for p in model.parameters():
         p.requires_grad_(False)
     params = [m.weight for m in model.modules() if isinstance(m, QATLinear)]

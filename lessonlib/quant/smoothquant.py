@@ -122,20 +122,23 @@ def w8a8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 class W8A8Linear(nn.Module):
     """A linear layer run as W8A8 with optional SmoothQuant migration: y = Q(x / s) Q(W s)^T + b.
 
-    ``x / s`` is done in ``forward`` here; a deployment folds it into the previous norm or linear.
+    With ``smooth`` given, ``x / s`` is done in ``forward`` (one s per linear: the textbook form, which costs
+    a division per activation at run time).  The deployable form folds 1/s into the operation that writes x
+    (``lessonlib.quant.smooth_fold``) and builds these layers with ``smooth=None``: no run-time division.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, smooth: torch.Tensor | None,
                  act_absmax: torch.Tensor | float | None = None, per_token: bool = False):
         super().__init__()
         s = torch.ones(weight.shape[1]) if smooth is None else smooth.float()
-        self.register_buffer("inv_smooth", (1.0 / s).to(weight.dtype))
+        self.register_buffer("inv_smooth", None if smooth is None else (1.0 / s).to(weight.dtype))
         self.register_buffer("weight", fake_quant(smooth_weight(weight, s), _W8))  # (out, in), on the INT8 grid
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.act_absmax, self.per_token = act_absmax, per_token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(quantize_activation(x * self.inv_smooth, self.act_absmax, self.per_token), self.weight,
+        x = x if self.inv_smooth is None else x * self.inv_smooth
+        return F.linear(quantize_activation(x, self.act_absmax, self.per_token), self.weight,
                         self.bias)
 
     @classmethod

@@ -146,7 +146,11 @@ def calibrate_activations(model: nn.Module, calib: torch.Tensor, observer: str =
 def apply_w8a8(model: nn.Module, act_absmax: dict[str, torch.Tensor], alpha: float | None = 0.5, static: bool = True,
                per_token: bool = False) -> dict[str, torch.Tensor | None]:
     """Swap each layer named in ``act_absmax`` for a ``W8A8Linear`` (``layer_w8a8``), in place.
-    Returns the smoothing factors s (in,) per layer (None without migration)."""
+    Returns the smoothing factors s (in,) per layer (None without migration).
+
+    This is the per-linear textbook form: each linear gets its own s and divides its input by s at run time.
+    ``lessonlib.quant.smooth_fold.apply_w8a8_folded`` is the deployable form (one s per norm-fed group,
+    folded into the model, no run-time division)."""
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} is outside [0, 1] (or None for no migration)")
     smooth = {}

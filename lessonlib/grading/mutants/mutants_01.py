@@ -82,3 +82,18 @@ def zero_wrong_sign(w, scheme, clip_ratio=1.0):
     wg, r = _groups(w, scheme, clip_ratio)
     s, z = _finish(wg, r, scheme)
     return s, -z
+
+
+@mutant("q01_2", "concept answer: one bit's factor only")
+def concept_q01_2_0():
+    return 4.0
+
+
+@mutant("q01_2", "concept answer: error norm halves per bit, squared forgotten")
+def concept_q01_2_1():
+    return 2.0
+
+
+@mutant("q01_2", "concept answer: three bits' worth")
+def concept_q01_2_2():
+    return 64.0

@@ -53,3 +53,18 @@ def mean_not_max(act_absmax, weight, alpha=0.5):
     a = act_absmax.float().clamp(min=1e-5)
     w = weight.abs().float().mean(dim=0).clamp(min=1e-5)
     return (a.pow(alpha) / w.pow(1 - alpha)).clamp(min=1e-5)
+
+
+@mutant("q02_2", "concept answer: q_proj (it reads the norm)")
+def concept_q02_2_0():
+    return "A"
+
+
+@mutant("q02_2", "concept answer: gate_proj (it reads the norm)")
+def concept_q02_2_1():
+    return "B"
+
+
+@mutant("q02_2", "concept answer: claims every factor goes into a norm")
+def concept_q02_2_2():
+    return "D"

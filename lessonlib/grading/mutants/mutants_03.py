@@ -68,3 +68,18 @@ def gptq_skips_next(W1, U1, i, q):
     err = (W1[:, i] - q) / U1[i, i]
     W1[:, i + 2:] -= err.unsqueeze(1) * U1[i, i + 2:].unsqueeze(0)
     return err
+
+
+@mutant("q03_2", "concept answer: row k of H^-1 (the unreduced inverse)")
+def concept_q03_2_0():
+    return "A"
+
+
+@mutant("q03_2", "concept answer: a column of the Cholesky factor of H")
+def concept_q03_2_1():
+    return "C"
+
+
+@mutant("q03_2", "concept answer: the diagonal of H")
+def concept_q03_2_2():
+    return "D"

@@ -43,3 +43,18 @@ def awq_no_sqrt(act_mean_abs, alpha):
 def awq_inverse(act_mean_abs, alpha):
     s = act_mean_abs.float().clamp(min=1e-4).pow(-alpha)
     return s / (s.max() * s.min()).sqrt()
+
+
+@mutant("q04_2", "concept answer: exact representability")
+def concept_q04_2_0():
+    return "B"
+
+
+@mutant("q04_2", "concept answer: more grid levels")
+def concept_q04_2_1():
+    return "C"
+
+
+@mutant("q04_2", "concept answer: skips the channel")
+def concept_q04_2_2():
+    return "D"

@@ -52,3 +52,18 @@ def ste_mask_on_x(x, scales, zeros, qmin, qmax):
     u = _u(x, scales, zeros)
     inside = (x >= qmin) & (x <= qmax)
     return (torch.round(u).clamp(qmin, qmax) - zeros) * scales, inside
+
+
+@mutant("q05_2", "concept answer: half the weights")
+def concept_q05_2_0():
+    return 0.5
+
+
+@mutant("q05_2", "concept answer: every weight")
+def concept_q05_2_1():
+    return 1.0
+
+
+@mutant("q05_2", "concept answer: a small clipped tail")
+def concept_q05_2_2():
+    return 0.05

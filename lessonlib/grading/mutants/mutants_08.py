@@ -62,3 +62,18 @@ def float_values(weight):
     pos = _slots(g)
     v, p = _pack(g, pos)
     return v.float(), p
+
+
+@mutant("q08_2", "concept answer: half")
+def concept_q08_2_0():
+    return 0.5
+
+
+@mutant("q08_2", "concept answer: values only, indices forgotten")
+def concept_q08_2_1():
+    return 0.333
+
+
+@mutant("q08_2", "concept answer: a guess at 'high sparsity'")
+def concept_q08_2_2():
+    return 0.9

@@ -51,3 +51,18 @@ def lowest_kept(weight, scores, x, grad_out, sparsity):
     mask = topk_mask(-scores, sparsity)
     ge = grad_out.t() @ x
     return mask, ge * mask, ge * weight
+
+
+@mutant("q09_2", "concept answer: reads a collapse as learning")
+def concept_q09_2_0():
+    return "A"
+
+
+@mutant("q09_2", "concept answer: blames the eval set")
+def concept_q09_2_1():
+    return "C"
+
+
+@mutant("q09_2", "concept answer: calibration")
+def concept_q09_2_2():
+    return "D"

@@ -57,21 +57,21 @@ def shrink_mutates_list(w_in, b_in, w_out, keep):
 
 # ------------------------------------------------------------------ ties and accidental stability
 @mutant("q06_1", "[ties] sorts without stable=True: ties are broken however the sort likes")
-def nm_mask_unstable(scores, prune_n, prune_m):
+def nm_mask_unstable(scores, keep_n, group_m):
     out, inp = scores.shape
-    groups = scores.reshape(out, inp // prune_m, prune_m)
-    lowest = torch.sort(groups, dim=-1, descending=False, stable=False).indices[..., :prune_n]
+    groups = scores.reshape(out, inp // group_m, group_m)
+    lowest = torch.sort(groups, dim=-1, descending=False, stable=False).indices[..., :group_m - keep_n]
     mask = torch.ones_like(groups, dtype=torch.bool)
     mask.scatter_(-1, lowest, False)
     return mask.reshape(out, inp)
 
 
 @mutant("q06_1", "[ties] prunes the rightmost of tied scores (topk of the negated scores)")
-def nm_mask_ties_right(scores, prune_n, prune_m):
+def nm_mask_ties_right(scores, keep_n, group_m):
     out, inp = scores.shape
-    groups = scores.reshape(out, inp // prune_m, prune_m)
+    groups = scores.reshape(out, inp // group_m, group_m)
     rev = torch.flip(groups, dims=[-1])
-    lowest = prune_m - 1 - torch.argsort(rev, dim=-1, stable=True)[..., :prune_n]
+    lowest = group_m - 1 - torch.argsort(rev, dim=-1, stable=True)[..., :group_m - keep_n]
     mask = torch.ones_like(groups, dtype=torch.bool)
     mask.scatter_(-1, lowest, False)
     return mask.reshape(out, inp)

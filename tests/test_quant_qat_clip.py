@@ -1,0 +1,67 @@
+"""QAT's clipping range: refitted grids never clip, a fixed MSE-best range does (issue 16, notebook 05)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lessonlib.quant import QuantScheme
+from lessonlib.quant.affine import fake_quant
+from lessonlib.quant.qat import QATLinear, convert_qat, mse_clip_ratios, prepare_qat
+
+
+def _layer(seed=0):
+    torch.manual_seed(seed)
+    lin = nn.Linear(64, 8, bias=True)
+    with torch.no_grad():
+        lin.weight.data = torch.randn(8, 64) * 0.1
+        lin.weight.data[:, 5] = 1.5           # an outlier column: the MSE-best range clips it
+    return nn.Sequential(lin)
+
+
+def _grad_zero_fraction(model):
+    x = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
+    model(x).pow(2).sum().backward()
+    q = model[0]
+    return float((q.weight.grad == 0).float().mean()), q
+
+
+def test_refit_never_clips_and_mse_does():
+    sch = QuantScheme(3, 32, True)
+    refit = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True)
+    frac_refit, _ = _grad_zero_fraction(refit)
+    assert frac_refit == 0.0                              # the grid always covers the weight: no clipping
+    fixed = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True, clip="mse")
+    frac_fixed, q = _grad_zero_fraction(fixed)
+    r = mse_clip_ratios(q.weight, sch)
+    assert (r < 1).any() and frac_fixed > 0               # the clipped branch fires
+    clipped = (q.weight.grad == 0)
+    u = q.weight.detach() / q.fixed_scales.repeat_interleave(32, dim=1)   # (8, 64): position on the integer grid
+    assert torch.equal(clipped, (u < sch.qmin - 1e-3) | (u > sch.qmax + 1e-3))  # zero grad exactly off the grid
+    assert clipped[:, 5].any() and clipped.float().mean() < 0.1
+
+
+def test_mse_clip_ratio_beats_no_clipping():
+    w = _layer()[0].weight.detach()
+    sch = QuantScheme(3, 32, True)
+    r = mse_clip_ratios(w, sch)
+    assert r.shape == (8, 2)
+    err_r = (fake_quant(w, sch, r) - w).pow(2).sum()
+    err_1 = (fake_quant(w, sch, 1.0) - w).pow(2).sum()
+    assert err_r < err_1
+
+
+def test_convert_keeps_the_fixed_grid():
+    sch = QuantScheme(4, 32, False)
+    m = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True, clip="mse")
+    with torch.no_grad():
+        m[0].weight.add_(0.05 * torch.randn(8, 64))      # "training" moved the weights after the range froze
+    x = torch.randn(4, 64)
+    y_train = m(x).detach()
+    convert_qat(m)
+    assert torch.allclose(m(x), y_train, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_clip_mode():
+    with pytest.raises(ValueError, match="clip='pact'"):
+        prepare_qat(_layer(), QuantScheme(4, 32, True), filter_fn=lambda m, n: True, clip="pact")
