@@ -13,7 +13,7 @@ export IPYTHONDIR          := $(CURDIR)/.ipython
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install prepare lab test unit notebooks reproduce exercises grade check-exercises bench clean \
-	book book-deps browser-deps browser-test
+	book book-deps browser-deps browser-test screenshots
 
 help:
 	@echo "make lab        install, prepare the embedded model, open JupyterLab on notebooks/"
@@ -97,10 +97,10 @@ book-deps: $(BOOK_VENV)/.installed $(BOOK_KERNEL)
 # Executed once and cached (build/book/jupyter_cache): a rebuild after a prose edit re-executes nothing.
 # BOOK_CHAPTERS="00 01" builds only those chapters.
 book: book-deps prepare
-	rm -rf $(BOOK_OUT)/html
+	rm -rf $(BOOK_OUT)/html $(BOOK_OUT)/doctrees
 	LESSONLIB_PROFILE=ci OMP_NUM_THREADS=1 $(BOOK_BIN)/python -m sphinx -b html -q -c book \
 		-d $(BOOK_OUT)/doctrees . $(BOOK_OUT)/html $(BOOK_OPTS)
-	@echo "book: $(BOOK_OUT)/html/book/index.html"
+	@echo "book: $(BOOK_OUT)/html/index.html"
 
 # Debian's chromium (apt, as root in CI) driven by Playwright from PyPI; no browser download.
 browser-deps: $(BOOK_VENV)/.installed
@@ -110,6 +110,11 @@ browser-deps: $(BOOK_VENV)/.installed
 browser-test: browser-deps prepare
 	$(BOOK_BIN)/python tools/browser_book.py $(BOOK_OUT)/html
 	OMP_NUM_THREADS=1 $(BOOK_BIN)/python tools/browser_lab.py --python $(BIN)/python
+
+# docs/screenshots/ (shown in README) from the last book and browser-test runs.
+screenshots: $(BOOK_VENV)/.installed
+	$(BOOK_BIN)/python -m pip install -q pillow
+	$(BOOK_BIN)/python tools/browser_screenshots.py
 
 clean:
 	rm -rf $(VENV) $(BOOK_VENV) .jupyter .ipython .pytest_cache

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser_common import SCREENSHOTS, Report, browser  # noqa: E402
 
-SKIP = {"genindex.html", "search.html"}
+SKIP = {"genindex.html", "search.html", "index.html"}   # index.html: the redirect to book/index.html
 
 PAGE_JS = r"""
 async () => {
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (html / "book" / "index.html").exists():
         raise SystemExit(f"no book at {html} (run `make book` first)")
     pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
-                   if not p.relative_to(html).parts[0].startswith("_") and p.name not in SKIP)
+                   if not p.relative_to(html).parts[0].startswith("_") and p.relative_to(html).as_posix() not in SKIP)
     shots = SCREENSHOTS / "book"
     shots.mkdir(parents=True, exist_ok=True)
     report = Report("book pages")

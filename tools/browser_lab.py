@@ -204,7 +204,7 @@ SNAPSHOT_JS = """(i) => {
 
 SLIDER_STATE_JS = """(i) => {
   const h = document.querySelector(`[data-lessonlib-control="${i}"] .noUi-handle`);
-  return h ? [h.getAttribute('aria-valuenow'), h.getAttribute('aria-valuemax')] : null;
+  return h ? ['aria-valuenow', 'aria-valuemin', 'aria-valuemax'].map(a => parseFloat(h.getAttribute(a))) : null;
 }"""
 
 
@@ -224,15 +224,19 @@ def wait_idle(lab: Lab, page, name: str, timeout: float) -> None:
     raise TimeoutError(f"kernel of {name} not idle within {timeout:.0f} s")
 
 
-def move(page, ctl: dict) -> str:
+def move(page, ctl: dict, attempt: int) -> str:
+    """Move a control once; attempt 1, 2, ... try other values (an output may not depend on every value,
+    e.g. a group size at 16 bits), so the check fails only when no value changes the output."""
     loc = page.locator(f'[data-lessonlib-control="{ctl["i"]}"]')
     if ctl["kind"] == "slider":
-        state = page.evaluate(SLIDER_STATE_JS, ctl["i"])
+        now, lo, hi = page.evaluate(SLIDER_STATE_JS, ctl["i"]) or (0.0, 0.0, 1.0)
+        down = (now > lo) if attempt == 0 else not (now < hi)
         handle = loc.locator(".noUi-handle").first
         handle.focus()
-        key = "ArrowLeft" if state and state[0] is not None and state[0] == state[1] else "ArrowRight"
-        handle.press(key)
-        return f"slider {ctl['label']!r} {key}"
+        key = "ArrowLeft" if down else "ArrowRight"
+        for _ in range(1 if attempt == 0 else 2):   # attempt 1: back past the start, the other way
+            handle.press(key if attempt == 0 else ("ArrowRight" if down else "ArrowLeft"))
+        return f"slider {ctl['label']!r} {key if attempt == 0 else 'the other way'}"
     if ctl["kind"] == "dropdown":
         select = loc.locator("select")
         n = select.locator("option").count()
@@ -241,6 +245,14 @@ def move(page, ctl: dict) -> str:
         return f"dropdown {ctl['label']!r} option {(cur + 1) % n}"
     loc.locator("input[type=checkbox]").click()
     return f"checkbox {ctl['label']!r} toggled"
+
+
+def attempts(page, ctl: dict) -> int:
+    if ctl["kind"] == "slider":
+        return 2
+    if ctl["kind"] == "dropdown":
+        return max(1, page.locator(f'[data-lessonlib-control="{ctl["i"]}"] select option').count() - 1)
+    return 1
 
 
 def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
@@ -254,31 +266,38 @@ def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
         wait_idle(lab, page, name, 120)
         page.locator('.lm-MenuBar-item:has-text("Run")').first.click()
-        page.locator('.lm-Menu-item[data-command="notebook:run-all-cells"]').click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         time.sleep(2)
         wait_idle(lab, page, name, timeout)
         problems += [f"error output after Run All: {e}" for e in page.evaluate(ERRORS_JS)]
-        controls = page.evaluate(CONTROLS_JS)
-        if not controls:
+        controls = [] if problems else page.evaluate(CONTROLS_JS)   # broken already: no need to move
+        if not controls and not problems:
             problems.append("no widget control (slider, dropdown, checkbox) rendered after Run All")
         for n, ctl in enumerate(controls):
             cell = page.locator(f'[data-lessonlib-control="{ctl["i"]}"]').locator("xpath=ancestor::div[contains(@class,'jp-Cell ')][1]")
             cell.scroll_into_view_if_needed()
             before = page.evaluate(SNAPSHOT_JS, ctl["i"])
             if n == 0:
-                cell.screenshot(path=str(shots / f"{stem}_before.png"))
-            what = move(page, ctl)
-            changed, t_end = False, time.time() + 60
-            while time.time() < t_end and not changed:
-                time.sleep(0.5)
-                changed = page.evaluate(SNAPSHOT_JS, ctl["i"]) != before
-            wait_idle(lab, page, name, 120)
+                cell.locator(".jp-Cell-outputArea").first.screenshot(path=str(shots / f"{stem}_before.png"))
+            changed, tried = False, []
+            for k in range(attempts(page, ctl)):
+                tried.append(move(page, ctl, k))
+                for settle in (True, False):           # poll; then once more after the kernel went idle
+                    t_end = time.time() + 4
+                    while time.time() < t_end and not changed:
+                        time.sleep(0.5)
+                        changed = page.evaluate(SNAPSHOT_JS, ctl["i"]) != before
+                    if settle:
+                        wait_idle(lab, page, name, 300)
+                if changed:
+                    break
+            what = ", then ".join(tried)
             if before is None:
                 problems.append(f"{what}: no widget output area found next to the control")
             elif not changed:
                 problems.append(f"{what}: the widget's output did not change")
             if n == 0:
-                cell.screenshot(path=str(shots / f"{stem}_after.png"))
+                cell.locator(".jp-Cell-outputArea").first.screenshot(path=str(shots / f"{stem}_after.png"))
         problems += [f"error output after moving the widgets: {e}" for e in page.evaluate(ERRORS_JS)
                      if f"error output after Run All: {e}" not in problems]
     except Exception as e:  # noqa: BLE001 - a notebook that cannot be driven fails, the run goes on

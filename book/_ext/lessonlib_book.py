@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -31,8 +33,6 @@ def _chapters(app: Sphinx) -> list[str]:
 
 
 def _title_of(path: Path) -> str:
-    import json
-
     try:
         for cell in json.loads(path.read_text())["cells"]:
             if cell["cell_type"] == "markdown":
@@ -76,7 +76,7 @@ def landing(app: Sphinx) -> str:
                      ":heading-offset: 1\n```\n")
     else:
         parts.append("## The chapters\n\n" + curriculum_table(root, chapters) + "\n")
-    toc = ["```{toctree}\n:caption: Chapters\n:maxdepth: 1\n:glob:\n\n/notebooks/[0-9][0-9]_*\n```\n"]
+    toc = ["```{toctree}\n:caption: Chapters\n:maxdepth: 1\n:glob:\n:hidden:\n\n/notebooks/[0-9][0-9]_*\n```\n"]
     ref = ["/reports/claims", "/docs/INSTRUCTORS"]
     if "docs/LEARNING_PATH" in app.env.found_docs:
         ref.insert(0, "/docs/LEARNING_PATH")
@@ -113,11 +113,78 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     if section is not None:
         title = next(iter(section.findall(nodes.title)), None)
         section.insert(section.index(title) + 1 if title is not None else 0, _run_live_note(docname))
+    state = _widget_state(app, docname)
+    for raw in list(doctree.findall(nodes.raw)):
+        m = WIDGET_VIEW.search(raw.astext())
+        if m:
+            raw.replace_self(widget_snapshot(state, m.group(1)))
     for lit in list(doctree.findall(nodes.literal_block)):
         if lit.astext().startswith("interactive(children="):
-            p = nodes.paragraph(classes=["widget-placeholder"])
-            p += nodes.emphasis(text="An interactive widget stands here: run the chapter live (make lab) to use it.")
-            lit.replace_self(p)
+            lit.parent.remove(lit)             # the text stand-in; the snapshot above replaces it
+
+
+WIDGET_VIEW = re.compile(r'application/vnd\.jupyter\.widget-view\+json">\s*\{[^}]*"model_id":\s*"([0-9a-f]+)"')
+
+
+def _widget_state(app: Sphinx, docname: str) -> dict:
+    """model_id -> model of the widgets that MyST-NB saved with the executed notebook."""
+    files = getattr(app.env, "nb_metadata", {}).get(docname, {}).get("js_files", {})
+    body = files.get("ipywidgets_state", (None, {}))[1].get("body")
+    try:
+        return json.loads(body)["state"] if body else {}
+    except (ValueError, KeyError):
+        return {}
+
+
+def _descendants(state: dict, model_id: str) -> list[dict]:
+    """The model and every widget below it (children, depth first)."""
+    out, todo = [], [model_id]
+    while todo:
+        model = state.get(todo.pop(0))
+        if model is None:
+            continue
+        out.append(model)
+        kids = model.get("state", {}).get("children", [])
+        todo += [k.removeprefix("IPY_MODEL_") for k in kids if isinstance(k, str)]
+    return out
+
+
+def widget_snapshot(state: dict, model_id: str) -> nodes.Element:
+    """A static picture of a widget: its controls at their initial values and what its output showed.
+
+    Widgets without an output (progress bars) leave nothing; the live widget needs `make lab`."""
+    models = _descendants(state, model_id)
+    outputs = [o for m in models if m.get("model_name") == "OutputModel" for o in m["state"].get("outputs", [])]
+    if not outputs:
+        return nodes.container()
+    controls = []
+    for m in models:
+        st = m.get("state", {})
+        if m.get("model_name") in ("OutputModel", "LabelModel", "HTMLModel"):
+            continue
+        labels, index = st.get("_options_labels"), st.get("index")
+        if labels and isinstance(index, int) and 0 <= index < len(labels):
+            controls.append(f"{st.get('description') or '?'} = {labels[index]}")
+        elif "value" in st:
+            controls.append(f"{st.get('description') or '?'} = {st['value']}")
+    parts = ['<div class="widget-snapshot"><p class="widget-snapshot-caption">Interactive widget, shown at its '
+             'starting values (' + html.escape(", ".join(controls)) + '). Run the chapter live '
+             '(<code>make lab</code>) to move its controls.</p>']
+    for o in outputs:
+        data = o.get("data", {})
+        if "image/png" in data:
+            parts.append(f'<img alt="widget output" src="data:image/png;base64,{data["image/png"].strip()}"/>')
+        elif "text/html" in data:
+            parts.append("".join(data["text/html"]))
+        elif "text/plain" in data:
+            parts.append(f'<pre>{html.escape("".join(data["text/plain"]))}</pre>')
+        elif o.get("output_type") == "stream":
+            parts.append(f'<pre>{html.escape("".join(o.get("text", "")))}</pre>')
+        elif o.get("output_type") == "error":
+            parts.append(f'<pre class="output traceback">{html.escape(o.get("ename", ""))}: '
+                         f'{html.escape(o.get("evalue", ""))}</pre>')
+    parts.append("</div>")
+    return nodes.raw("", "\n".join(parts), format="html")
 
 
 def copy_mathjax(app: Sphinx) -> None:
@@ -134,7 +201,17 @@ def copy_mathjax(app: Sphinx) -> None:
     app.config.html_static_path.append(str(dest.parent))
 
 
+def write_redirect(app: Sphinx, exc: Exception | None) -> None:
+    """build/book/html/index.html -> the landing page (the root document lives at book/index)."""
+    if exc is None and app.builder.format == "html":
+        target = app.config.root_doc + ".html"
+        (Path(app.outdir) / "index.html").write_text(
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={target}">'
+            f'<title>lessonlib</title></head><body><a href="{target}">lessonlib: the course</a></body></html>\n')
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("build-finished", write_redirect)
     app.connect("builder-inited", copy_mathjax)
     app.connect("source-read", on_source_read)
     app.connect("doctree-read", on_doctree_read)
