@@ -7,8 +7,9 @@ a fresh workspace: wait for a connected idle kernel, Run All, then move each wid
 keyboard arrows, dropdowns to another option, checkboxes toggled) and fail unless the widget's output
 changes and no error (a traceback) appears anywhere. Kernels are shut down afterwards.
 
-Self-test: a copy of a widget notebook gets an exercise stub that shadows a library function its widget
-calls (what broke notebook 01); the same check must FAIL on it, or this test fails.
+Self-test: a copy of a widget notebook gets, as its last cell, an exercise stub that shadows a library
+function its widget calls (what broke notebook 01: the widget draws before Run All reaches the stub and
+raises once it is moved); the same check must FAIL on it, or this test fails.
 Screenshots: build/screenshots/lab/.   Usage: python tools/browser_lab.py --python .venv/bin/python
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ def widget_notebooks() -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------- self-test
 def shadow_candidate(nb: dict) -> tuple[int, str] | None:
-    """(index of the widget cell, an imported name the widget's function calls), or None."""
+    """(index of the widget cell, an imported lowercase name the widget's function calls), or None."""
     imported: set[str] = set()
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
@@ -87,7 +88,7 @@ def make_broken_copy(widget_nbs: list[Path]) -> tuple[Path, str] | None:
         stub = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
                 "source": [f"def {name}(*args, **kwargs):   # exercise stub, not yet written by the learner\n",
                            '    raise NotImplementedError("your code here")\n']}
-        nb["cells"].insert(idx, stub)
+        nb["cells"].append(stub)   # after the widget, as an exercise cell: Run All breaks the live widget
         out = NOTEBOOKS / f"_broken_{path.name}"
         out.write_text(json.dumps(nb, indent=1))
         return out, name
@@ -170,7 +171,7 @@ def free_port(preferred: int) -> int:
 
 # ------------------------------------------------------------------------------------------------- page
 ERRORS_JS = """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output'))
-  .map(e => e.innerText || '').filter(t => t.includes('Traceback (most recent call last)')
+  .filter(e => !e.querySelector('.jp-OutputArea-output')).map(e => e.innerText || '').filter(t => t.includes('Traceback (most recent call last)')
      || /^\\w*(Error|Exception)\\b.*:/m.test(t) && /Traceback|most recent call|---->/.test(t))
   .map(t => t.slice(0, 400))"""
 
@@ -188,7 +189,8 @@ CONTROLS_JS = """() => {
       if (c.parentElement.closest(sel)) return;
       const i = out.length; c.setAttribute('data-lessonlib-control', String(i));
       const kind = c.matches('.widget-dropdown') ? 'dropdown' : c.matches('.widget-checkbox') ? 'checkbox' : 'slider';
-      const label = (c.querySelector('.widget-label') || {}).textContent || '';
+      const label = ((c.querySelector('.widget-label') || {}).textContent || '').replace(/\u200b/g, '').trim()
+                    || (c.innerText || '').split('\n')[0].trim() || kind + ' ' + i;
       out.push({i, kind, label});
     });
   });
@@ -206,6 +208,14 @@ SLIDER_STATE_JS = """(i) => {
   const h = document.querySelector(`[data-lessonlib-control="${i}"] .noUi-handle`);
   return h ? ['aria-valuenow', 'aria-valuemin', 'aria-valuemax'].map(a => parseFloat(h.getAttribute(a))) : null;
 }"""
+
+
+def brief(tb: str) -> str:
+    """The exception line of a rendered traceback (e.g. 'NotImplementedError ... Traceback'), one line."""
+    lines = [ln.strip() for ln in tb.splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
+    hit = next((ln for ln in lines if re.match(r"^\w*(Error|Exception)\b", ln)), lines[0] if lines else "")
+    last = next((ln for ln in reversed(lines) if re.match(r"^\w*(Error|Exception)\b", ln)), "")
+    return " ".join(hit.split())[:120] + (f" | {' '.join(last.split())[:120]}" if last and last != hit else "")
 
 
 def wait_idle(lab: Lab, page, name: str, timeout: float) -> None:
@@ -269,7 +279,7 @@ def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
         time.sleep(2)
         wait_idle(lab, page, name, timeout)
-        problems += [f"error output after Run All: {e}" for e in page.evaluate(ERRORS_JS)]
+        problems += [f"error output after Run All: {brief(e)}" for e in page.evaluate(ERRORS_JS)]
         controls = [] if problems else page.evaluate(CONTROLS_JS)   # broken already: no need to move
         if not controls and not problems:
             problems.append("no widget control (slider, dropdown, checkbox) rendered after Run All")
@@ -298,8 +308,8 @@ def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
                 problems.append(f"{what}: the widget's output did not change")
             if n == 0:
                 cell.locator(".jp-Cell-outputArea").first.screenshot(path=str(shots / f"{stem}_after.png"))
-        problems += [f"error output after moving the widgets: {e}" for e in page.evaluate(ERRORS_JS)
-                     if f"error output after Run All: {e}" not in problems]
+        if controls:
+            problems += sorted({f"error output after moving the widgets: {brief(e)}" for e in page.evaluate(ERRORS_JS)})
     except Exception as e:  # noqa: BLE001 - a notebook that cannot be driven fails, the run goes on
         problems.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     finally:
