@@ -116,7 +116,7 @@ browser-test: browser-deps prepare
 
 # docs/screenshots/ (shown in README) from the last book and browser-test runs.
 screenshots: $(BOOK_VENV)/.installed
-	$(BOOK_BIN)/python -m pip install -q pillow
+	$(BOOK_BIN)/python -m pip install -q pillow==13.0.0
 	$(BOOK_BIN)/python tools/browser_screenshots.py
 
 clean:
