@@ -1,6 +1,6 @@
 """Refresh docs/screenshots/ (shown in README) from the built book and the lab test's screenshots.
 
-Run after `make book` and `make browser-test`: `make screenshots`. Writes the landing page, one chapter
+Run after `make book` and `make browser-test`: `make screenshots` (args: chapter, widget chapter, book dir). Writes the landing page, one chapter
 (scrolled to its first plot) and one widget before/after a change, as palette PNGs of modest size.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ def shrink(src: Path, dst: Path, width: int = 1100) -> None:
     print(f"{dst.relative_to(ROOT)}: {im.width}x{im.height}, {dst.stat().st_size // 1024} KiB")
 
 
-def main(chapter: str = "01", widget: str = "00") -> int:
-    html = ROOT / "build" / "book" / "html"
+def main(chapter: str = "01", widget: str = "00", html: str = "build/book/html") -> int:
+    html = ROOT / html
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = SCREENSHOTS / "readme"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def main(chapter: str = "01", widget: str = "00") -> int:
             p.wait_for_timeout(1000)
             p.screenshot(path=str(tmp / "landing.png"))
             p.goto(base + f"notebooks/{page_of.name}")
-            p.evaluate("MathJax.startup.promise")
+            p.evaluate("window.MathJax ? MathJax.startup.promise : null")
             img = p.locator(".cell_output img").first
             img.evaluate("e => e.scrollIntoView({block: 'center'})")
             p.wait_for_timeout(1000)
