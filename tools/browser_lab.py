@@ -1,8 +1,8 @@
 """Drive every widget chapter in JupyterLab with headless Chromium (issue 21).
 
 JupyterLab starts as `make lab` starts it (notebooks/ as the root, the project's JUPYTER_* dirs, headless, a
-fixed port and token, --allow-root as root), with autosave off in a throw-away user-settings dir so the
-tracked notebooks never receive outputs. For each notebook whose code uses ipywidgets or interact(), in
+fixed port and token, --allow-root as root), with a throw-away user-settings dir: autosave off, so the
+tracked notebooks never receive outputs, and no windowing, so every cell stays in the page. For each notebook whose code uses ipywidgets or interact(), in
 a fresh workspace: wait for a connected idle kernel, Run All, then move each widget control (sliders by
 keyboard arrows, dropdowns to another option, checkboxes toggled) and fail unless the widget's output
 changes and no error (a traceback) appears anywhere. Kernels are shut down afterwards.
@@ -103,6 +103,7 @@ class Lab:
         self.tmp = Path(tempfile.mkdtemp(prefix="lessonlib-lab-"))
         settings = self.tmp / "user-settings"
         for plugin, value in (("@jupyterlab/docmanager-extension/plugin", {"autosave": False}),
+                              ("@jupyterlab/notebook-extension/tracker", {"windowingMode": "none"}),
                               ("@jupyterlab/apputils-extension/notification",
                                {"checkForUpdates": False, "fetchNews": "false"})):
             f = settings / f"{plugin}.jupyterlab-settings"
