@@ -78,3 +78,24 @@ def test_broken_copy_appends_the_stub_and_is_removed_by_name(tmp_path, monkeypat
 ])
 def test_brief_names_the_exception(tb, want):
     assert lab.brief(tb) == want
+
+
+def _load_book():
+    spec = importlib.util.spec_from_file_location("browser_book", ROOT / "tools" / "browser_book.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_book_link_check_finds_missing_pages_and_anchors(tmp_path):
+    book = _load_book()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01.html").write_text('<h1 id="the-grid">x</h1>')
+    page, base = tmp_path / "index.html", "http://127.0.0.1:1/"
+    url = base + "index.html"
+    ok = ["notebooks/01.html", "notebooks/01.html#the-grid", "https://example.org/x", "mailto:a@b", "#"]
+    (tmp_path / "index.html").write_text("<p>landing</p>")
+    for href in ok:
+        assert book.check_link(tmp_path, page, href, base, url) is None, href
+    assert "does not exist" in book.check_link(tmp_path, page, "notebooks/02.html", base, url)
+    assert "no anchor #nope" in book.check_link(tmp_path, page, "notebooks/01.html#nope", base, url)
