@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,3 +101,11 @@ def test_book_link_check_finds_missing_pages_and_anchors(tmp_path):
         assert book.check_link(tmp_path, page, href, base, url) is None, href
     assert "does not exist" in book.check_link(tmp_path, page, "notebooks/02.html", base, url)
     assert "no anchor #nope" in book.check_link(tmp_path, page, "notebooks/01.html#nope", base, url)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node checks the page scripts' syntax")
+@pytest.mark.parametrize("name", ["ERRORS_JS", "BUSY_JS", "CONTROLS_JS", "SNAPSHOT_JS", "SLIDER_STATE_JS"])
+def test_page_scripts_parse(name, tmp_path):
+    f = tmp_path / "s.js"
+    f.write_text("new Function('return ' + " + json.dumps(getattr(lab, name)) + ");")
+    subprocess.run(["node", str(f)], check=True, capture_output=True, timeout=60)
