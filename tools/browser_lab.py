@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 report.check("self-test", ["no widget notebook to break (no interact() of a function that "
                                            "calls an imported name)"])
     finally:
+        if report.failed:
+            print("---- JupyterLab's log (last 40 lines) ----")
+            print("\n".join((lab.tmp / "lab.log").read_text(errors="replace").splitlines()[-40:]))
         lab.stop()
         if broken is not None:
             broken[0].unlink(missing_ok=True)
