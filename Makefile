@@ -24,6 +24,7 @@ help:
 	@echo "make bench      run benchmarks/"
 	@echo "make book       the course as a static HTML book, every chapter executed (ci profile) -> build/book/html"
 	@echo "make browser-test  headless Chromium: every book page, and every widget chapter in JupyterLab"
+	@echo "make screenshots   refresh docs/screenshots/ from the last book and browser-test runs"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "lessonlib needs Python 3.11+, found " + sys.version.split()[0]'
