@@ -12,7 +12,8 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR          := $(CURDIR)/.ipython
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install git-filter update prepare lab test unit notebooks timings reproduce exercises grade check-exercises bench clean
+.PHONY: help install git-filter update prepare lab test unit notebooks timings reproduce exercises grade \
+	check-exercises bench clean book book-deps browser-deps browser-test screenshots
 
 help:
 	@echo "make lab        install, prepare the embedded model, open JupyterLab on notebooks/"
@@ -25,6 +26,9 @@ help:
 	@echo "make exercises  regenerate exercises/ and solutions/ from the marked reference code"
 	@echo "make grade      grade exercises/ (your answers); one file: make grade FILE=exercises/00_model_anatomy.py"
 	@echo "make bench      run benchmarks/"
+	@echo "make book       the course as a static HTML book, every chapter executed (ci profile) -> build/book/html"
+	@echo "make browser-test  headless Chromium: every book page, and every widget chapter in JupyterLab"
+	@echo "make screenshots   refresh docs/screenshots/ from the last book and browser-test runs"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "lessonlib needs Python 3.11+, found " + sys.version.split()[0]'
@@ -100,5 +104,53 @@ check-exercises: install
 bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# ---- the book and the browser tests (issue 21; book/README.md) ----------------------------------------
+# Their toolchain (Sphinx, MyST-NB, sphinx-book-theme, MathJax, Playwright) lives in its own venv, pinned by
+# book/requirements.txt, so it never changes a package of the course's .venv. The notebooks execute on the
+# course's .venv through the kernelspec lessonlib-book in the project's JUPYTER_DATA_DIR.
+BOOK_VENV   ?= .venv-book
+BOOK_BIN    := $(BOOK_VENV)/bin
+BOOK_KERNEL := $(JUPYTER_DATA_DIR)/kernels/lessonlib-book/kernel.json
+BOOK_OUT    ?= build/book
+BOOK_OPTS   ?=
+
+$(BOOK_VENV)/.installed: book/requirements.txt
+	test -x $(BOOK_BIN)/python || $(PYTHON) -m venv $(BOOK_VENV)
+	$(BOOK_BIN)/python -m pip install -q --upgrade pip
+	$(BOOK_BIN)/python -m pip install -q -r book/requirements.txt
+	$(BOOK_BIN)/python -m pip install -q --no-deps django-static-mathjax==3.2.2.1
+	touch $@
+
+$(BOOK_KERNEL): $(VENV)/.installed
+	$(BIN)/python -m ipykernel install --user --name lessonlib-book --display-name "lessonlib (book, ci profile)" \
+		--env LESSONLIB_PROFILE ci --env OMP_NUM_THREADS 1 --env MPLBACKEND module://matplotlib_inline.backend_inline
+
+book-deps: $(BOOK_VENV)/.installed $(BOOK_KERNEL)
+
+# Executed once and cached (build/book/jupyter_cache): a rebuild after a prose edit re-executes nothing.
+# BOOK_CHAPTERS="00 01" builds only those chapters.
+book: book-deps prepare
+	rm -rf $(BOOK_OUT)/html $(BOOK_OUT)/doctrees
+	LESSONLIB_PROFILE=ci OMP_NUM_THREADS=1 $(BOOK_BIN)/python -m sphinx -b html -q -c book \
+		-d $(BOOK_OUT)/doctrees . $(BOOK_OUT)/html $(BOOK_OPTS)
+	@echo "book: $(BOOK_OUT)/html/index.html"
+
+# Debian's chromium (apt, as root in CI) driven by Playwright from PyPI; no browser download.
+browser-deps: $(BOOK_VENV)/.installed
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q chromium; } \
+		|| { echo "browser-test needs Debian's chromium: sudo apt-get install chromium"; exit 1; }
+
+# Both parts always run (each prints its own 'N passed, N failed'); the target fails if either does.
+browser-test: browser-deps prepare
+	@b=0; l=0; \
+	$(BOOK_BIN)/python tools/browser_book.py $(BOOK_OUT)/html || b=$$?; \
+	OMP_NUM_THREADS=1 LESSONLIB_PROFILE=ci $(BOOK_BIN)/python tools/browser_lab.py --python $(BIN)/python || l=$$?; \
+	echo "browser-test: book pages exit $$b, lab widgets exit $$l"; test $$b = 0 && test $$l = 0
+
+# docs/screenshots/ (shown in README) from the last book and browser-test runs.
+screenshots: $(BOOK_VENV)/.installed
+	$(BOOK_BIN)/python -m pip install -q pillow==13.0.0
+	$(BOOK_BIN)/python tools/browser_screenshots.py
+
 clean:
-	rm -rf $(VENV) .jupyter .ipython .pytest_cache
+	rm -rf $(VENV) $(BOOK_VENV) .jupyter .ipython .pytest_cache
