@@ -118,4 +118,29 @@ Q13_1 = Exercise(
     ),
 )
 
-EXERCISES = [Q13_1]
+def choice(name: str, answer: str, choices: str = "ABCD") -> "Check":
+    """A concept question answered by one letter: the zero-argument function must return ``answer``."""
+    from .checks import Check
+
+    def run(fn, ref):
+        got = call(fn, _ref=ref)
+        if not isinstance(got, str) or got.strip().upper() not in choices:
+            raise CheckFailure(f"{name}\n  expected one letter of {', '.join(choices)}, got {got!r}")
+        if got.strip().upper() != answer:
+            raise CheckFailure(f"{name}\n  {got.strip().upper()} is not the answer; reread the derivation above the question")
+    return Check(name, "literal", run)
+
+
+Q13_2 = Exercise(
+    id="q13_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:temperature_information_choice",
+    statement="Concept question (return one letter). Why does a higher distillation temperature let each training "
+              "example carry more information to the student? A: it makes the teacher more accurate; B: it "
+              "multiplies the student's gradient by T; C: it raises the entropy of the teacher's soft targets, so "
+              "the relative probabilities of the wrong classes become visible and every example constrains more of "
+              "the student's distribution (until, at very high T, the targets approach uniform and say nothing); "
+              "D: it drives the KL divergence to zero, so the student cannot overfit.",
+    hints=("Think of what a one-hot target tells the student, then a distribution with entropy close to log V.",),
+    checks=(choice("the letter of the right explanation", "C"),),
+)
+
+EXERCISES = [Q13_1, Q13_2]
