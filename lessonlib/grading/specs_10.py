@@ -214,6 +214,34 @@ def _drop_function(fn, ref):
                  rtol=1e-4, atol=1e-4)
 
 
+def _drop_case(gen, rng):
+    n_q, d, C = rng.randint(1, 5), rng.randint(1, 4), rng.randint(1, 6)
+    remove = rng.sample(range(n_q), rng.randint(0, n_q))
+    bias = torch.randn(n_q * d, generator=gen) if rng.random() < 0.5 else None
+    return (torch.randn(n_q * d, C, generator=gen), bias, torch.randn(C, n_q * d, generator=gen), remove, d), {}
+
+
+def _drop_ref_run(fn, ref):
+    import random as _random
+    rng, gen = _random.Random(2), torch.Generator().manual_seed(2)
+    for i in range(10):
+        args, _ = _drop_case(gen, rng)
+        got, want = call(fn, *args, _ref=ref), ref(*args)
+        what = f"random case {i + 1}/10: drop_query_heads with n_q * d = {args[0].shape[0]}, remove {args[3]}"
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            raise CheckFailure(f"{what}\n  expected a tuple (w_q, b_q, w_o), got {describe(got)}")
+        assert_close(got[0], want[0], what=what + ": w_q")
+        if want[1] is None:
+            if got[1] is not None:
+                raise CheckFailure(f"{what}\n  b_q was None and must stay None")
+        else:
+            assert_close(got[1], want[1], what=what + ": b_q")
+        assert_close(got[2], want[2], what=what + ": w_o")
+
+
+_drop_ref = Check("matches the reference on random layers", "reference", _drop_ref_run)
+
+
 Q10_3 = Exercise(
     id="q10_3", points=5, notebook=NOTEBOOK, reference="lessonlib.arch.head_core:drop_query_heads",
     statement="Physically remove the query heads in remove from one attention layer: W_Q (n_q * d, C) loses the "
@@ -228,7 +256,8 @@ Q10_3 = Exercise(
                       (_WQ[[2, 3]], None, _WO[:, [2, 3]])),
             _drop_lit("remove nothing", (_WQ, _BQ, _WO, [], 2), (_WQ, _BQ, _WO)),
             _drop_lit("width-3 heads", (_WQ, _BQ, _WO, [0], 3), (_WQ[3:], _BQ[3:], _WO[:, 3:])),
-            _drop_function),
+            _drop_function,
+            _drop_ref),
 )
 
 EXERCISES = [Q10_1, Q10_2, Q10_3]

@@ -131,6 +131,29 @@ def choice(name: str, answer: str, choices: str = "ABCD") -> "Check":
     return Check(name, "literal", run)
 
 
+def concept_checks(kind: str) -> tuple:
+    """The property and reference companions of a concept question: the answer's type, and agreement with the
+    reference answer (``kind`` "letter" or "number")."""
+    from .checks import Check
+
+    def typ(fn, ref):
+        got = call(fn, _ref=ref)
+        if kind == "letter" and not (isinstance(got, str) and len(got.strip()) == 1 and got.strip().isalpha()):
+            raise CheckFailure(f"the answer must be one letter as a string, got {got!r}")
+        if kind == "number" and (isinstance(got, bool) or not isinstance(got, (int, float))):
+            raise CheckFailure(f"the answer must be a number (int or float), got {type(got).__name__} {got!r}")
+
+    def agree(fn, ref):
+        got, want = call(fn, _ref=ref), ref()
+        if kind == "letter":
+            if not isinstance(got, str) or got.strip().upper() != want:
+                raise CheckFailure(f"the answer {got!r} differs from the reference answer")
+        else:
+            assert_close(got, want, what="the answer against the reference", rtol=1e-3)
+    return (Check("the answer has the right type", "property", typ),
+            Check("agrees with the reference answer", "reference", agree))
+
+
 Q13_2 = Exercise(
     id="q13_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:temperature_information_choice",
     statement="Concept question (return one letter). Why does a higher distillation temperature let each training "
@@ -140,7 +163,7 @@ Q13_2 = Exercise(
               "the student's distribution (until, at very high T, the targets approach uniform and say nothing); "
               "D: it drives the KL divergence to zero, so the student cannot overfit.",
     hints=("Think of what a one-hot target tells the student, then a distribution with entropy close to log V.",),
-    checks=(choice("the letter of the right explanation", "C"),),
+    checks=(choice("the letter of the right explanation", "C"), *concept_checks("letter")),
 )
 
 EXERCISES = [Q13_1, Q13_2]

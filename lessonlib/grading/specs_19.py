@@ -15,6 +15,7 @@ import torch
 
 from .checks import Check, CheckFailure, assert_close, call, literal, prop
 from .registry import Exercise
+from .specs_13 import concept_checks
 
 
 def _kind(kind: str):
@@ -233,6 +234,20 @@ def _dec_leftover(fn, ref):
                        "raise ValueError")
 
 
+@_kind("reference")
+@prop("agrees with the reference decoder on random streams")
+def _dec_ref(fn, ref):
+    from lessonlib.coding.tiny_rans import rans_tiny_encode
+    rng = random.Random(5)
+    for i in range(30):
+        (msg, freqs, L, b), _ = _rans_case(None, rng)
+        x, d = rans_tiny_encode(msg, freqs, L, b)
+        args = (x, d, len(msg), freqs, L, b)
+        got = call(fn, *args, _ref=ref)
+        if not isinstance(got, list) or [int(v) for v in got] != ref(*args):
+            raise CheckFailure(f"rans_tiny_decode{args}\n  expected: {ref(*args)}\n  got:      {got!r}")
+
+
 Q19_3 = Exercise(
     id="q19_3", points=5, notebook=NOTEBOOK, reference="lessonlib.coding.tiny_rans:rans_tiny_decode",
     statement="Decode n symbol indices from (state, digits) written by rans_tiny_encode: slot = x mod M picks "
@@ -246,7 +261,7 @@ Q19_3 = Exercise(
             _dec_lit("one rare symbol", (7, [0, 0], 1, [3, 1], 4, 2), [1]),
             _dec_lit("base 10, two equal symbols", (9, [], 2, [1, 1], 2, 10), [1, 0]),
             _dec_lit("nothing to decode", (4, [], 0, [3, 1], 4, 2), []),
-            _dec_roundtrip, _dec_leftover),
+            _dec_roundtrip, _dec_leftover, _dec_ref),
 )
 
 
@@ -258,7 +273,7 @@ Q19_4 = Exercise(
               "problem says). Return its size in MB (10^6 bytes) as a number.",
     hints=("Survivors: 10^7. Each costs 1.5 bits after coding; the 4-bit step only tells you the coder's input.",
            "Bits to bytes: divide by 8."),
-    checks=(literal("the size in MB", (), expected=1.875, rtol=1e-3),),  # 1e7 * 1.5 / 8 / 1e6
+    checks=(literal("the size in MB", (), expected=1.875, rtol=1e-3), *concept_checks("number")),  # 1e7 * 1.5 / 8 / 1e6
 )
 
 EXERCISES = [Q19_1, Q19_2, Q19_3, Q19_4]

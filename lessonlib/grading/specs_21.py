@@ -91,7 +91,7 @@ Q21_1 = Exercise(
     checks=(_fits, _all_fit, _tie, _inclusive, _first, _none_fits, _random),
 )
 
-from .specs_13 import choice  # noqa: E402  (one-letter concept questions)
+from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
 
 Q21_2 = Exercise(
     id="q21_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:llama70b_7b_int4_ratio",
@@ -99,7 +99,7 @@ Q21_2 = Exercise(
               "weights are then stored in INT4 (4 bits per weight; ignore scales and the embedding's format). "
               "How many times smaller is the final model than the 70B fp16 model?",
     hints=("Bytes per weight: fp16 = 2, INT4 = 0.5.", "Compute both sizes in bytes, then divide."),
-    checks=(literal("the ratio", (), expected=40.0, rtol=1e-3),),  # 140 GB / 3.5 GB
+    checks=(literal("the ratio", (), expected=40.0, rtol=1e-3), *concept_checks("number")),  # 140 GB / 3.5 GB
 )
 
 Q21_3 = Exercise(
@@ -112,7 +112,7 @@ Q21_3 = Exercise(
               "quantizes without revisiting that choice; C: only when the model is fine-tuned afterwards; D: "
               "when the two steps commute.",
     hints=("Where does each method put the error of the second step?",),
-    checks=(choice("the letter of the right explanation", "B"),),
+    checks=(choice("the letter of the right explanation", "B"), *concept_checks("letter")),
 )
 
 EXERCISES = [Q21_1, Q21_2, Q21_3]
