@@ -17,7 +17,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["repo_root", "ledger", "ledger_value", "ledger_verdict", "published", "cite", "runtime_note", "show"]
+__all__ = ["repo_root", "ledger", "ledger_value", "ledger_verdict", "ledger_profile", "published", "cite", "runtime_note", "show"]
 
 
 def repo_root() -> str:
@@ -60,6 +60,15 @@ def ledger_value(cid: str, key: str, report: str | None = None) -> Any:
 def ledger_verdict(cid: str, report: str | None = None) -> str:
     """The verdict label of a ledger row, e.g. ``"holds at this scale"``."""
     return ledger(cid, report)["verdict"]["label"]
+
+
+def ledger_profile(cid: str, report: str | None = None) -> str:
+    """The name of the profile a ledger row was measured under (``"laptop"``), whether the report stores the
+    profile as a name or as the full profile mapping."""
+    prof = ledger(cid, report).get("profile")
+    if isinstance(prof, dict):
+        return str(prof.get("name", "?"))
+    return str(prof)
 
 
 @lru_cache(maxsize=1)

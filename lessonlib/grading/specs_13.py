@@ -118,4 +118,52 @@ Q13_1 = Exercise(
     ),
 )
 
-EXERCISES = [Q13_1]
+def choice(name: str, answer: str, choices: str = "ABCD") -> "Check":
+    """A concept question answered by one letter: the zero-argument function must return ``answer``."""
+    from .checks import Check
+
+    def run(fn, ref):
+        got = call(fn, _ref=ref)
+        if not isinstance(got, str) or got.strip().upper() not in choices:
+            raise CheckFailure(f"{name}\n  expected one letter of {', '.join(choices)}, got {got!r}")
+        if got.strip().upper() != answer:
+            raise CheckFailure(f"{name}\n  {got.strip().upper()} is not the answer; reread the derivation above the question")
+    return Check(name, "literal", run)
+
+
+def concept_checks(kind: str) -> tuple:
+    """The property and reference companions of a concept question: the answer's type, and agreement with the
+    reference answer (``kind`` "letter" or "number")."""
+    from .checks import Check
+
+    def typ(fn, ref):
+        got = call(fn, _ref=ref)
+        if kind == "letter" and not (isinstance(got, str) and len(got.strip()) == 1 and got.strip().isalpha()):
+            raise CheckFailure(f"the answer must be one letter as a string, got {got!r}")
+        if kind == "number" and (isinstance(got, bool) or not isinstance(got, (int, float))):
+            raise CheckFailure(f"the answer must be a number (int or float), got {type(got).__name__} {got!r}")
+
+    def agree(fn, ref):
+        got, want = call(fn, _ref=ref), ref()
+        if kind == "letter":
+            if not isinstance(got, str) or got.strip().upper() != want:
+                raise CheckFailure(f"the answer {got!r} differs from the reference answer")
+        else:
+            assert_close(got, want, what="the answer against the reference", rtol=1e-3)
+    return (Check("the answer has the right type", "property", typ),
+            Check("agrees with the reference answer", "reference", agree))
+
+
+Q13_2 = Exercise(
+    id="q13_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:temperature_information_choice",
+    statement="Concept question (return one letter). Why does a higher distillation temperature let each training "
+              "example carry more information to the student? A: it makes the teacher more accurate; B: it "
+              "multiplies the student's gradient by T; C: it raises the entropy of the teacher's soft targets, so "
+              "the relative probabilities of the wrong classes become visible and every example constrains more of "
+              "the student's distribution (until, at very high T, the targets approach uniform and say nothing); "
+              "D: it drives the KL divergence to zero, so the student cannot overfit.",
+    hints=("Think of what a one-hot target tells the student, then a distribution with entropy close to log V.",),
+    checks=(choice("the letter of the right explanation", "C"), *concept_checks("letter")),
+)
+
+EXERCISES = [Q13_1, Q13_2]

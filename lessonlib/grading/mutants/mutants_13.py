@@ -80,3 +80,18 @@ def kd_detached(student_logits, teacher_logits, T=1.0, mask=None):
     s = s.detach()
     log_ps, log_pt = F.log_softmax(s / T, -1), F.log_softmax(t / T, -1)
     return (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean() * T * T
+
+
+@mutant("q13_2", "answers A (the teacher's accuracy)")
+def concept_a():
+    return "A"
+
+
+@mutant("q13_2", "answers B (a gradient scaled by T)")
+def concept_b():
+    return "B"
+
+
+@mutant("q13_2", "answers D (zero KL)")
+def concept_d():
+    return "D"

@@ -50,3 +50,33 @@ def worst(candidates, budget_bytes):
     if not fits:
         _raise(candidates)
     return max(fits)[2]
+
+
+@mutant("q21_2", "counts only the distillation (70B -> 7B, both fp16)")
+def only_distill():
+    return 10.0
+
+
+@mutant("q21_2", "counts only the quantization (fp16 -> INT4)")
+def only_quant():
+    return 4.0
+
+
+@mutant("q21_2", "takes fp32 for the teacher (4 bytes per weight)")
+def fp32_teacher():
+    return 70e9 * 4 / (7e9 * 0.5)
+
+
+@mutant("q21_3", "answers A (equal bytes, equal quality)")
+def joint_a():
+    return "A"
+
+
+@mutant("q21_3", "answers C (only with fine-tuning)")
+def joint_c():
+    return "C"
+
+
+@mutant("q21_3", "answers D (when the steps commute)")
+def joint_d():
+    return "D"
