@@ -76,7 +76,7 @@ class Transaction:
             t.data = storage
             if key in self.saved:
                 storage.copy_(self.saved[key])
-            if t.is_leaf:
+            if t.is_leaf and t.requires_grad != req:  # (an inference tensor refuses even a no-op set)
                 t.requires_grad_(req)
                 t.grad = grad
         if self.config is not None:

@@ -126,15 +126,8 @@ def test_the_check_catches_a_shadowing_stub(tmp_path):
     assert shadowing_stubs(str(p)) == []
 
 
-# Chapters 10-22 belong to another track (issue 17); these still shadow a name and are fixed there.
-KNOWN = {"17": "svd_split", "19": "huffman_code_lengths", "21": "best_under_budget"}
-
-
 def _param(path: str):
-    nn = os.path.basename(path)[:2]
-    marks = [pytest.mark.xfail(reason=f"stub {KNOWN[nn]!r} shadows a notebook name (issue 17 track)",
-                               strict=False)] if nn in KNOWN else []
-    return pytest.param(path, id=nn, marks=marks)
+    return pytest.param(path, id=os.path.basename(path)[:2])
 
 
 @pytest.mark.parametrize("path", [_param(p) for p in NOTEBOOKS])

@@ -28,9 +28,14 @@ def _grad_zero_fraction(model):
 
 def test_refit_never_clips_and_mse_does():
     sch = QuantScheme(3, 32, True)
-    refit = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True)
+    # a refitted restricted grid (2^b - 1 levels, +-max on the grid) always covers the weight: no clipping; the
+    # full grid (all 2^b levels) clips only each group's positive maximum, by half a step
+    refit = prepare_qat(_layer(), QuantScheme(3, 32, True, restricted=True), filter_fn=lambda m, n: True)
     frac_refit, _ = _grad_zero_fraction(refit)
-    assert frac_refit == 0.0                              # the grid always covers the weight: no clipping
+    assert frac_refit == 0.0
+    full = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True)
+    frac_full, _ = _grad_zero_fraction(full)
+    assert 0 < frac_full < 0.1  # a few: the positive maxima (and ties with them)
     fixed = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True, clip="mse")
     frac_fixed, q = _grad_zero_fraction(fixed)
     r = mse_clip_ratios(q.weight, sch)
