@@ -48,3 +48,15 @@ def test_rtn_quantizes_every_expert_tensor():
     assert not torch.equal(after, before)
     groups = after.reshape(-1, 32)
     assert max(int(g.unique().numel()) for g in groups) <= 16
+
+
+def test_quantize_refuses_a_model_whose_experts_it_cannot_replace():
+    import pytest
+
+    from lessonlib.models import UnsupportedError
+    from lessonlib.quant import quantize_
+    m = tiny_causal_lm("mixtral")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(UnsupportedError, match="quantize_"):
+        quantize_(m, QuantScheme(4, 32))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # nothing quantized silently

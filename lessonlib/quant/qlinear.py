@@ -178,6 +178,8 @@ def quantize_(model: nn.Module, config: QuantScheme | WeightOnlyConfig,
     cfg = config if isinstance(config, WeightOnlyConfig) else WeightOnlyConfig(config)
     if not isinstance(cfg.scheme, QuantScheme):
         raise TypeError(f"config must be a QuantScheme or WeightOnlyConfig, got {type(config).__name__}")
+    from ..layout import check_no_experts
+    check_no_experts(model, "quantize_")  # 3-D expert tensors cannot become QuantLinear: refuse, never skip them
     keep = filter_fn or default_filter
     targets = [(n, m) for n, m in model.named_modules() if is_linear_like(m) and keep(m, n)]
     if not targets:
