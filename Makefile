@@ -18,7 +18,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make lab        install, prepare the embedded model, open JupyterLab on notebooks/"
 	@echo "                extra JupyterLab options: make lab LAB_ARGS=\"--ip=0.0.0.0 --port=8890 --no-browser\""
-	@echo "make test       install if needed; unit tests + every notebook under the ci profile (nbval)"
+	@echo "make test       install if needed; unit tests + every notebook under the ci profile"
+	@echo "                (each executed notebook is kept in build/executed/ for make book)"
 	@echo "make update     pull a course update (notebook outputs are never committed: nbstripout filter)"
 	@echo "make timings    run notebooks one at a time, record wall times -> reports/timings.json + timings.md"
 	@echo "                PROFILE=ci|lab (default ci); NB=\"03 07\" a subset; TIMINGS_ARGS=--changed"
@@ -69,16 +70,18 @@ lab: prepare git-filter
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Two pytest-xdist workers with one thread each (notebook kernels inherit it); a notebook stays on one worker.
+# notebooks/conftest.py collects each notebook as one test (tools/nbexec.py runs it in a fresh kernel) and keeps
+# the executed copy in build/executed/, which `make book` renders instead of executing the chapter again.
 TEST_JOBS ?= 2
 test: install
 	OMP_NUM_THREADS=1 LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider \
-		-n $(TEST_JOBS) --dist loadfile tests notebooks --nbval-lax --durations=20
+		-n $(TEST_JOBS) --dist loadfile tests notebooks --durations=20
 
 unit: install
 	LESSONLIB_PROFILE=ci $(BIN)/python -m pytest -q tests
 
 notebooks: install
-	LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -q --nbval-lax notebooks
+	OMP_NUM_THREADS=1 LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider notebooks
 
 # Measured runtimes (README "Measured runtimes"): one notebook at a time, threads as in `make test`.
 PROFILE ?= ci
@@ -127,8 +130,10 @@ $(BOOK_KERNEL): $(VENV)/.installed
 
 book-deps: $(BOOK_VENV)/.installed $(BOOK_KERNEL)
 
-# Executed once and cached (build/book/jupyter_cache): a rebuild after a prose edit re-executes nothing.
-# BOOK_CHAPTERS="00 01" builds only those chapters.
+# A chapter that `make test` executed (build/executed/, same source, library, ledger and profile) is rendered
+# from that copy; any other is executed here once and cached (build/book/jupyter_cache): a rebuild after a
+# prose edit re-executes nothing. BOOK_CHAPTERS="00 01" builds only those chapters; BOOK_REUSE=0 ignores
+# build/executed/.
 book: book-deps prepare
 	rm -rf $(BOOK_OUT)/html $(BOOK_OUT)/doctrees
 	LESSONLIB_PROFILE=ci OMP_NUM_THREADS=1 $(BOOK_BIN)/python -m sphinx -b html -q -c book \

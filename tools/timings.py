@@ -3,11 +3,14 @@
     python tools/timings.py --profile ci                    # every notebook, one at a time
     python tools/timings.py --profile lab 03_gptq 07        # a subset (stems or prefixes)
     python tools/timings.py --profile ci --changed          # only notebooks whose source changed since recorded
+    python tools/timings.py --profile ci --from-executed    # what the last `make test` measured, no rerun
     python tools/timings.py --table                         # (re)write reports/timings.md from the JSON
 
-Each notebook runs in a fresh kernel through nbclient (the executor nbval and nbconvert use), with
-``LESSONLIB_PROFILE=<profile>``, ``OMP_NUM_THREADS`` as ``make test`` sets it (1 unless given) and ``MPLBACKEND=Agg``;
-outputs are discarded (the tracked ``.ipynb`` is never written). The JSON shape, read by
+Each notebook runs in a fresh kernel through the executor of ``make test`` (tools/nbexec.py, nbclient), with
+``LESSONLIB_PROFILE=<profile>``, ``OMP_NUM_THREADS`` as ``make test`` sets it (1 unless given) and the inline
+matplotlib backend; outputs are discarded (the tracked ``.ipynb`` is never written).
+``--from-executed`` runs nothing: it records what ``make test`` measured (``build/executed/*.ipynb`` carry
+their wall seconds, seconds per cell and source sha), for the notebooks whose source has not changed since. The JSON shape, read by
 ``lessonlib.chapter.runtime_note``::
 
     {"machine": "...", "note": "...",
@@ -18,31 +21,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from typing import Iterable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import nbexec  # noqa: E402
+from nbexec import commit, source_sha  # noqa: E402,F401 - re-exported: source_sha is part of this tool's API
 BUDGET_S = {"ci": 120.0, "lab": 300.0}  # per notebook: ci < 2 min (make test), lab < 5 min (the chapters' default)
 CONTENDED_NOTE = ("Timings taken on a shared, contended machine (other jobs ran at the same time): "
                   "treat them as upper bounds.")
-
-
-def source_sha(path: str) -> str:
-    """sha256 of a notebook's cell types and sources (outputs, ids and metadata excluded)."""
-    with open(path, encoding="utf-8") as f:
-        nb = json.load(f)
-    h = hashlib.sha256()
-    for cell in nb.get("cells", []):
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else src
-        h.update(cell.get("cell_type", "").encode() + b"\0" + src.encode("utf-8") + b"\0")
-    return h.hexdigest()
 
 
 def machine() -> str:
@@ -59,47 +50,36 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}"
 
 
-def commit(root: str = ROOT) -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def execute(path: str, profile: str, threads: str = "1", timeout: int = 1800) -> dict:
-    """Run ``path`` in a fresh kernel under ``profile``; return seconds, slowest cell and its index."""
-    import nbclient
-    import nbformat
+    """Run ``path`` in a fresh kernel under ``profile`` (the executor of ``make test``, tools/nbexec.py, with
+    the same kernel environment); return seconds, slowest cell and its index. A failing cell raises."""
+    result = nbexec.execute(path, nbexec.kernel_env(profile, threads), timeout)
+    if not result.ok:
+        raise RuntimeError(result.error)
+    return summary(result.seconds, result.cell_seconds)
 
-    env = {"LESSONLIB_PROFILE": profile, "OMP_NUM_THREADS": threads, "MPLBACKEND": "Agg"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
+
+def summary(seconds: float, cell_seconds: dict) -> dict:
+    """The JSON row's timing fields from a notebook's wall seconds and its {cell index: seconds}."""
+    idx, slow = max(((int(k), float(v)) for k, v in cell_seconds.items()), key=lambda kv: kv[1], default=(-1, 0.0))
+    return {"seconds": round(float(seconds), 1), "max_cell_seconds": round(slow, 1), "max_cell": idx}
+
+
+def from_executed(path: str, profile: str, executed_dir: str) -> dict | None:
+    """The timing row of ``path`` from the executed copy ``make test`` wrote (build/executed), when that copy
+    ran every cell of this exact source under ``profile``; None otherwise. Nothing is executed."""
+    copy = os.path.join(executed_dir, os.path.basename(path))
     try:
-        nb = nbformat.read(path, as_version=4)
-        cell_s: list[tuple[float, int]] = []
-
-        class Timed(nbclient.NotebookClient):
-            async def async_execute_cell(self, cell, cell_index, *a, **k):  # noqa: ANN001
-                t = time.perf_counter()
-                out = await super().async_execute_cell(cell, cell_index, *a, **k)
-                if cell.get("cell_type") == "code":
-                    cell_s.append((time.perf_counter() - t, cell_index))
-                return out
-
-        client = Timed(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}})
-        t0 = time.perf_counter()
-        client.execute()
-        seconds = time.perf_counter() - t0
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    slow, idx = max(cell_s, default=(0.0, -1))
-    return {"seconds": round(seconds, 1), "max_cell_seconds": round(slow, 1), "max_cell": idx}
+        with open(copy, encoding="utf-8") as f:
+            meta = json.load(f).get("metadata", {}).get("lessonlib", {})
+    except (OSError, ValueError):
+        return None
+    if not (meta.get("ok") is True and meta.get("profile") == profile and meta.get("source_sha") == source_sha(path)):
+        return None
+    row = summary(meta["seconds"], meta.get("cell_seconds", {}))
+    row.update(sha=meta["source_sha"], commit=meta.get("commit", "unknown"), date=meta.get("date", ""),
+               source="make test (build/executed)")
+    return row
 
 
 def load(path: str) -> dict:
@@ -199,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", default=os.path.join(ROOT, "reports", "timings.md"))
     ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"), help="README whose timings block --table updates")
     ap.add_argument("--threads", default=os.environ.get("OMP_NUM_THREADS", "1"), help="OMP_NUM_THREADS (default 1)")
+    ap.add_argument("--from-executed", nargs="?", const=str(nbexec.EXECUTED), default=None, metavar="DIR",
+                    help="record the timings make test left in DIR (default build/executed) instead of executing")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout, seconds")
     a = ap.parse_args(argv)
     if a.profile is None and not a.table:
@@ -220,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[timings] {a.profile} {stem} ...", flush=True)
             load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             try:
+                if a.from_executed is not None:
+                    rec = from_executed(p, a.profile, a.from_executed)
+                    if rec is None:
+                        raise FileNotFoundError(f"no executed copy of this source under {a.profile} in "
+                                                f"{a.from_executed} (run make test)")
+                    rows[stem] = dict(rec, threads=int(a.threads), load_at_start=None)
+                    data["machine"] = machine()
+                    save(data, a.json)
+                    print(f"[timings] {a.profile} {stem}: {rec['seconds']:.1f} s from {a.from_executed}", flush=True)
+                    continue
                 rec = execute(p, a.profile, a.threads, a.timeout)
             except Exception as e:  # noqa: BLE001 - a failing notebook is reported, the others still run
                 failed.append(stem)

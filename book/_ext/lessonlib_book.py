@@ -7,14 +7,20 @@
 * replaces the text stand-in of an ipywidgets output ("interactive(children=...)") with a pointer to the
   live lab: the book is static and loads no widget JavaScript;
 * copies MathJax 3 (the JavaScript and its fonts, from the installed django-static-mathjax package) into
-  the book, so the maths renders offline.
+  the book, so the maths renders offline;
+* renders a chapter with the outputs of the executed copy that `make test` left in build/executed/
+  (tools/nbexec.py) when that copy ran exactly these code cells, with this library and ledger, under this
+  profile (the markdown is today's), so CI executes every chapter once; a chapter without such a copy is
+  executed here (MyST-NB, cached). BOOK_REUSE=0 turns it off.
 """
 from __future__ import annotations
 
 import html
 import json
 import re
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from docutils import nodes
@@ -84,9 +90,47 @@ def landing(app: Sphinx) -> str:
     return "\n".join(parts + toc)
 
 
+def _nbexec(app: Sphinx):  # noqa: ANN202 - the module tools/nbexec.py (standard library only)
+    tools = str(_root(app) / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import nbexec
+    return nbexec
+
+
+def reuse_executed(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Swap a chapter's source for its executed copy from `make test`, execution off, when it still matches."""
+    if os.environ.get("BOOK_REUSE", "1") == "0" or not re.match(r"notebooks/\d\d_", docname):
+        return
+    nbexec = _nbexec(app)
+    if not hasattr(app, "_lessonlib_inputs"):
+        app._lessonlib_inputs = nbexec.inputs_sha(_root(app))
+        app._lessonlib_reused = {}
+    path = _root(app) / (docname + ".ipynb")
+    profile = os.environ.get("LESSONLIB_PROFILE", "ci")
+    copy = nbexec.executed_copy(path, profile, root=_root(app), inputs=app._lessonlib_inputs)
+    app._lessonlib_reused[docname] = copy is not None
+    if copy is None:
+        return
+    nb = nbexec.with_outputs(json.loads(source[0]), json.loads(copy.read_text(encoding="utf-8")))
+    nb.setdefault("metadata", {}).setdefault("mystnb", {})["execution_mode"] = "off"
+    source[0] = json.dumps(nb)
+
+
+def report_reuse(app: Sphinx, exc: Exception | None) -> None:
+    done = getattr(app, "_lessonlib_reused", {})
+    if exc is None and done:
+        reused = sorted(d.split("/")[-1][:2] for d, r in done.items() if r)
+        ran = sorted(d.split("/")[-1][:2] for d, r in done.items() if not r)
+        print(f"book: {len(reused)} chapters rendered from make test's executed copies (build/executed)"
+              f"{': ' + ' '.join(reused) if reused else ''}; {len(ran)} executed by the book build"
+              f"{' (or read from its cache): ' + ' '.join(ran) if ran else ''}")
+
+
 def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname == app.config.root_doc and PLACEHOLDER in source[0]:
         source[0] = source[0].replace(PLACEHOLDER, landing(app))
+    reuse_executed(app, docname, source)
 
 
 def _run_live_note(docname: str) -> nodes.Element:
@@ -212,6 +256,7 @@ def write_redirect(app: Sphinx, exc: Exception | None) -> None:
 
 def setup(app: Sphinx) -> dict:
     app.connect("build-finished", write_redirect)
+    app.connect("build-finished", report_reuse)
     app.connect("builder-inited", copy_mathjax)
     app.connect("source-read", on_source_read)
     app.connect("doctree-read", on_doctree_read)

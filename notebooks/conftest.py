@@ -1,0 +1,59 @@
+"""Collect every chapter notebook as a test: `pytest notebooks` runs each one top to bottom in a fresh kernel.
+
+Each ``notebooks/*.ipynb`` (not ``_*`` scratch copies, not checkpoints) is its own collected file holding one
+test, so ``pytest -n 2 --dist loadfile`` spreads the notebooks over the workers. A failing notebook reports the
+failing cell's index, source and traceback. Every run writes the executed notebook (outputs, widget state,
+per-cell seconds, the source sha) to ``build/executed/<stem>.ipynb`` (tools/nbexec.py), which ``make book``
+renders instead of executing the chapter again. The profile is ``LESSONLIB_PROFILE`` (``ci`` when unset);
+``LESSONLIB_NB_TIMEOUT`` sets the per-cell timeout in seconds (default 1800), ``LESSONLIB_EXECUTED_DIR`` where
+the executed copies go (default build/executed).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import nbexec  # noqa: E402
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if (file_path.suffix == ".ipynb" and not file_path.name.startswith(("_", "."))
+            and ".ipynb_checkpoints" not in file_path.parts):
+        return NotebookFile.from_parent(parent, path=file_path)
+    return None
+
+
+class NotebookFailed(Exception):
+    """A cell raised (or timed out, or the kernel died); the message carries its source and traceback."""
+
+
+class NotebookFile(pytest.File):
+    def collect(self):
+        yield NotebookItem.from_parent(self, name="run_all_cells")
+
+
+class NotebookItem(pytest.Item):
+    def runtest(self) -> None:
+        profile = os.environ.get("LESSONLIB_PROFILE", "ci")
+        timeout = int(os.environ.get("LESSONLIB_NB_TIMEOUT", "1800"))
+        threads = os.environ.get("OMP_NUM_THREADS", "1")
+        dest = Path(os.environ.get("LESSONLIB_EXECUTED_DIR", str(nbexec.EXECUTED)))
+        result = nbexec.run(self.path, profile, threads, timeout, dest_dir=dest)
+        slow = sorted(result.cell_seconds.items(), key=lambda kv: -kv[1])[:3]
+        self.user_properties.append(("seconds", result.seconds))
+        self.user_properties.append(("slowest_cells", slow))
+        if not result.ok:
+            raise NotebookFailed(f"{self.path.name} under LESSONLIB_PROFILE={profile}: {result.error}\n"
+                                 f"(executed copy with every output: {dest / self.path.name})")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo, style=None) -> str:  # noqa: ANN001
+        if isinstance(excinfo.value, NotebookFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.path.name}: run all cells"
