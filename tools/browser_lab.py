@@ -10,6 +10,7 @@ changes and no error (a traceback) appears anywhere. Kernels are shut down after
 Self-test: a copy of a widget notebook gets, as its last cell, an exercise stub that shadows a library
 function its widget calls (what broke notebook 01: the widget draws before Run All reaches the stub and
 raises once it is moved); the same check must FAIL on it, or this test fails.
+Two notebooks are driven at once by default (--jobs; one kernel each on two cores), slowest first.
 Screenshots: build/screenshots/lab/.   Usage: python tools/browser_lab.py --python .venv/bin/python
 """
 from __future__ import annotations
@@ -19,12 +20,14 @@ import ast
 import builtins
 import json
 import os
+import queue
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -140,7 +143,8 @@ class Lab:
         return json.loads(body) if body else None
 
     def sessions(self, name: str) -> list[dict]:
-        return [s for s in self.api("GET", "/api/sessions") if s["path"].endswith(name)]
+        # the exact file name: _broken_01_x.ipynb must not match 01_x.ipynb (both may run at once)
+        return [s for s in self.api("GET", "/api/sessions") if s["path"].rsplit("/", 1)[-1] == name]
 
     def shutdown_kernels(self) -> None:
         for s in self.api("GET", "/api/sessions"):
@@ -328,44 +332,80 @@ def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
     return problems
 
 
+def longest_first(paths: list[Path]) -> list[Path]:
+    """Slowest notebooks first (reports/timings.json, ci), so two workers finish together."""
+    try:
+        rows = json.loads((ROOT / "reports" / "timings.json").read_text())["profiles"]["ci"]
+    except (OSError, ValueError, KeyError):
+        rows = {}
+    return sorted(paths, key=lambda p: -float(rows.get(p.stem, {}).get("seconds", 60.0)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"), help="the course's Python")
     ap.add_argument("--port", type=int, default=8899)
     ap.add_argument("--only", nargs="*", help="chapter numbers to drive, e.g. 00 01 (default: every widget chapter)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds for Run All of one notebook")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("BROWSER_JOBS", "2")),
+                    help="notebooks driven at once, each with its own kernel and browser (default 2: two cores)")
     ap.add_argument("--no-selftest", action="store_true", help="skip the deliberately broken copy")
     ap.add_argument("--selftest-only", action="store_true", help="only the deliberately broken copy")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs {args.jobs} must be at least 1")
     nbs = widget_notebooks()
     if args.only:
         nbs = [p for p in nbs if p.name[:2] in args.only]
     if args.selftest_only:
         nbs = []
-    print("widget chapters:", " ".join(p.stem for p in nbs) or "none")
+    print("widget chapters:", " ".join(p.stem for p in nbs) or "none", f"({args.jobs} at a time)", flush=True)
     shots = SCREENSHOTS / "lab"
     shots.mkdir(parents=True, exist_ok=True)
     report = Report("lab widgets")
     broken = None if args.no_selftest else make_broken_copy(widget_notebooks())
     lab = Lab(args.python, free_port(args.port))
+    todo: queue.Queue = queue.Queue()
+    for path in longest_first(nbs):
+        todo.put(path)
+    if broken is not None:
+        todo.put(broken[0])
+    lock = threading.Lock()
+
+    def judge(path: Path, found: list[str], seconds: float) -> None:
+        with lock:                               # one report line (and its problems) at a time
+            if broken is None or path != broken[0]:
+                report.check(f"widgets of {path.stem}", found, seconds)
+                return
+            name = broken[1]
+            print(f"     (self-test: the stub of {name}() made the check report: {found})")
+            caught = [f for f in found if f.startswith(WIDGET_FAILURES)]
+            report.check(f"self-test: {path.name} (stub shadows {name}) is caught", [] if caught else
+                         [f"the deliberately broken widget was not reported as broken (found: {found})"], seconds)
+
+    def worker() -> None:
+        with browser() as b:                     # Playwright's sync API: one instance per thread
+            while True:
+                try:
+                    path = todo.get_nowait()
+                except queue.Empty:
+                    return
+                t = time.perf_counter()
+                judge(path, drive(lab, b, path, shots, args.timeout), time.perf_counter() - t)
+
     try:
-        with browser() as b:
-            for path in nbs:
-                t = time.perf_counter()
-                report.check(f"widgets of {path.stem}", drive(lab, b, path, shots, args.timeout),
-                             time.perf_counter() - t)
-            if broken is not None:
-                path, name = broken
-                t = time.perf_counter()
-                found = drive(lab, b, path, shots, args.timeout)
-                print(f"     (self-test: the stub of {name}() made the check report: {found})")
-                caught = [f for f in found if f.startswith(WIDGET_FAILURES)]
-                report.check(f"self-test: {path.name} (stub shadows {name}) is caught", [] if caught else
-                             [f"the deliberately broken widget was not reported as broken (found: {found})"],
-                             time.perf_counter() - t)
-            elif not args.no_selftest:
-                report.check("self-test", ["no widget notebook to break (no interact() of a function that "
-                                           "calls an imported name)"])
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(args.jobs, todo.qsize()))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        driven = len(report.passed) + len(report.failed)
+        if broken is None and not args.no_selftest:
+            report.check("self-test", ["no widget notebook to break (no interact() of a function that "
+                                       "calls an imported name)"])
+        missing = len(nbs) + (broken is not None) - driven
+        if missing > 0:
+            report.check("every widget chapter driven", [f"{missing} notebook(s) not driven: a worker crashed"])
     finally:
         if report.failed:
             print("---- JupyterLab's log (last 40 lines) ----")
