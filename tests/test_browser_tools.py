@@ -109,3 +109,20 @@ def test_page_scripts_parse(name, tmp_path):
     f = tmp_path / "s.js"
     f.write_text("new Function('return ' + " + json.dumps(getattr(lab, name)) + ");")
     subprocess.run(["node", str(f)], check=True, capture_output=True, timeout=60)
+
+
+def test_sessions_match_the_exact_file_name_not_a_suffix():
+    """The self-test's _broken_01_x.ipynb runs beside 01_x.ipynb: shutting one down must not stop the other."""
+    fake = object.__new__(lab.Lab)
+    fake.api = lambda method, path: [{"id": "a", "path": "01_x.ipynb"}, {"id": "b", "path": "_broken_01_x.ipynb"},
+                                     {"id": "c", "path": "sub/01_x.ipynb"}]
+    assert [s["id"] for s in fake.sessions("01_x.ipynb")] == ["a", "c"]
+    assert [s["id"] for s in fake.sessions("_broken_01_x.ipynb")] == ["b"]
+
+
+def test_longest_first_follows_the_recorded_ci_times():
+    rows = json.loads((ROOT / "reports" / "timings.json").read_text())["profiles"]["ci"]
+    nbs = lab.widget_notebooks()
+    order = lab.longest_first(list(reversed(nbs)))
+    secs = [float(rows.get(p.stem, {}).get("seconds", 60.0)) for p in order]
+    assert sorted(order) == sorted(nbs) and secs == sorted(secs, reverse=True)

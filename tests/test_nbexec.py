@@ -91,3 +91,20 @@ def test_executed_copy_is_reused_only_for_the_same_code_profile_and_inputs(colle
     assert nbexec.executed_copy(src, "ci", executed, inputs=inputs) is None
     with pytest.raises(ValueError, match="code cells differ"):
         nbexec.with_outputs(json.loads(src.read_text()), json.loads((executed / "00_good.ipynb").read_text()))
+
+
+def test_timings_can_record_what_make_test_measured(collected, tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("timings", ROOT / "tools" / "timings.py")
+    t = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t)
+    nbs, executed, _, _ = collected
+    js = tmp_path / "t.json"
+    args = ["--profile", "ci", "--from-executed", "--executed-dir", str(executed), "--dir", str(nbs),
+            "--json", str(js), "--md", os.devnull, "--readme", os.devnull]
+    assert t.main(args + ["00"]) == 0                       # nothing executed: read from the copy
+    meta = json.loads((executed / "00_good.ipynb").read_text())["metadata"]["lessonlib"]
+    row = json.loads(js.read_text())["profiles"]["ci"]["00_good"]
+    assert row["seconds"] == round(meta["seconds"], 1) and row["sha"] == meta["source_sha"]
+    assert row["max_cell"] in (1, 2) and row["max_cell_seconds"] == round(max(meta["cell_seconds"].values()), 1)
+    assert t.main(args + ["01"]) == 1                       # a failed run is not a timing

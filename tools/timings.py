@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", default=os.path.join(ROOT, "reports", "timings.md"))
     ap.add_argument("--readme", default=os.path.join(ROOT, "README.md"), help="README whose timings block --table updates")
     ap.add_argument("--threads", default=os.environ.get("OMP_NUM_THREADS", "1"), help="OMP_NUM_THREADS (default 1)")
-    ap.add_argument("--from-executed", nargs="?", const=str(nbexec.EXECUTED), default=None, metavar="DIR",
-                    help="record the timings make test left in DIR (default build/executed) instead of executing")
+    ap.add_argument("--from-executed", action="store_true",
+                    help="record the timings make test left in --executed-dir instead of executing")
+    ap.add_argument("--executed-dir", default=str(nbexec.EXECUTED), help="default build/executed")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout, seconds")
     a = ap.parse_args(argv)
     if a.profile is None and not a.table:
@@ -202,15 +203,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[timings] {a.profile} {stem} ...", flush=True)
             load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             try:
-                if a.from_executed is not None:
-                    rec = from_executed(p, a.profile, a.from_executed)
+                if a.from_executed:
+                    rec = from_executed(p, a.profile, a.executed_dir)
                     if rec is None:
                         raise FileNotFoundError(f"no executed copy of this source under {a.profile} in "
-                                                f"{a.from_executed} (run make test)")
+                                                f"{a.executed_dir} (run make test)")
                     rows[stem] = dict(rec, threads=int(a.threads), load_at_start=None)
                     data["machine"] = machine()
                     save(data, a.json)
-                    print(f"[timings] {a.profile} {stem}: {rec['seconds']:.1f} s from {a.from_executed}", flush=True)
+                    print(f"[timings] {a.profile} {stem}: {rec['seconds']:.1f} s from {a.executed_dir}", flush=True)
                     continue
                 rec = execute(p, a.profile, a.threads, a.timeout)
             except Exception as e:  # noqa: BLE001 - a failing notebook is reported, the others still run
