@@ -142,8 +142,12 @@ book: book-deps prepare
 
 # Debian's chromium (apt, as root in CI) driven by Playwright from PyPI; no browser download.
 browser-deps: $(BOOK_VENV)/.installed
-	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q chromium; } \
-		|| { echo "browser-test needs Debian's chromium: sudo apt-get install chromium"; exit 1; }
+	@if command -v chromium >/dev/null; then echo "browser-test: $$(chromium --version 2>/dev/null | head -1)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update -q && sudo apt-get install -y -q chromium; \
+	else echo "browser-test FAILED: it needs Debian's chromium and cannot install it here (not root, no" \
+		"passwordless sudo): apt-get install chromium" >&2; exit 1; fi
+	@command -v chromium >/dev/null || { echo "browser-test FAILED: no chromium on PATH after apt-get" >&2; exit 1; }
 
 # Both parts always run (each prints its own 'N passed, N failed'); the target fails if either does.
 browser-test: browser-deps prepare
