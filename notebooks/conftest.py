@@ -10,6 +10,7 @@ the executed copies go (default build/executed).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,21 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
             and ".ipynb_checkpoints" not in file_path.parts):
         return NotebookFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Notebooks first, slowest first (reports/timings.json, ci): with `-n 2 --dist loadfile` the longest work
+    units start at once and the many short unit-test files fill in around them, so both workers end together."""
+    nbs = [i for i in items if isinstance(i, NotebookItem)]
+    if not nbs:
+        return
+    try:
+        path = Path(__file__).resolve().parent.parent / "reports" / "timings.json"
+        rows = json.loads(path.read_text())["profiles"]["ci"]
+    except (OSError, ValueError, KeyError):
+        rows = {}
+    nbs.sort(key=lambda i: -float(rows.get(i.path.stem, {}).get("seconds", 60.0)))
+    items[:] = nbs + [i for i in items if not isinstance(i, NotebookItem)]
 
 
 class NotebookFailed(Exception):
