@@ -15,10 +15,21 @@ from browser_common import ROOT, SCREENSHOTS, browser  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 
 
-def shrink(src: Path, dst: Path, width: int = 1100) -> None:
+def content_box(paths: list[Path], pad: int = 10) -> tuple[int, int, int, int]:
+    """The smallest box holding every non-white pixel of all ``paths`` (one box, so before/after align)."""
+    from PIL import Image, ImageOps
+
+    boxes = [ImageOps.invert(Image.open(p).convert("RGB")).getbbox() or (0, 0, 1, 1) for p in paths]
+    return (max(0, min(b[0] for b in boxes) - pad), max(0, min(b[1] for b in boxes) - pad),
+            max(b[2] for b in boxes) + pad, max(b[3] for b in boxes) + pad)
+
+
+def shrink(src: Path, dst: Path, width: int = 1100, box: tuple[int, int, int, int] | None = None) -> None:
     from PIL import Image
 
     im = Image.open(src).convert("RGB")
+    if box is not None:
+        im = im.crop((box[0], box[1], min(box[2], im.width), min(box[3], im.height)))
     if im.width > width:
         im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
     im.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
@@ -48,9 +59,10 @@ def main(chapter: str = "01", widget: str = "00", html: str = "build/book/html")
         httpd.shutdown()
     shrink(tmp / "landing.png", OUT / "book_landing.png")
     shrink(tmp / "chapter.png", OUT / "book_chapter.png")
-    for when in ("before", "after"):
-        src = next((SCREENSHOTS / "lab").glob(f"{widget}_*_{when}.png"))
-        shrink(src, OUT / f"widget_{when}.png", width=900)
+    srcs = {when: next((SCREENSHOTS / "lab").glob(f"{widget}_*_{when}.png")) for when in ("before", "after")}
+    box = content_box(list(srcs.values()))        # the output area without its empty right-hand margin
+    for when, src in srcs.items():
+        shrink(src, OUT / f"widget_{when}.png", width=900, box=box)
     return 0
 
 
