@@ -104,7 +104,7 @@ def test_book_link_check_finds_missing_pages_and_anchors(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node checks the page scripts' syntax")
-@pytest.mark.parametrize("name", ["ERRORS_JS", "BUSY_JS", "CONTROLS_JS", "SNAPSHOT_JS", "SLIDER_STATE_JS"])
+@pytest.mark.parametrize("name", ["ERRORS_JS", "BUSY_JS", "CONTROLS_JS", "SNAPSHOT_JS", "SLIDER_STATE_JS", "PRESS_RUN_JS"])
 def test_page_scripts_parse(name, tmp_path):
     f = tmp_path / "s.js"
     f.write_text("new Function('return ' + " + json.dumps(getattr(lab, name)) + ");")

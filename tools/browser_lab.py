@@ -4,7 +4,7 @@ JupyterLab starts as `make lab` starts it (notebooks/ as the root, the project's
 fixed port and token, --allow-root as root), with a throw-away user-settings dir: autosave off, so the
 tracked notebooks never receive outputs, and no windowing, so every cell stays in the page. For each notebook whose code uses ipywidgets or interact(), in
 a fresh workspace: wait for a connected idle kernel, Run All, then move each widget control (sliders by
-keyboard arrows, dropdowns to another option, checkboxes toggled) and fail unless the widget's output
+keyboard arrows, dropdowns to another option, checkboxes toggled; interact_manual's button pressed) and fail unless the widget's output
 changes and no error (a traceback) appears anywhere. Kernels are shut down afterwards.
 
 Self-test: a copy of a widget notebook gets, as its last cell, an exercise stub that shadows a library
@@ -209,6 +209,15 @@ SNAPSHOT_JS = """(i) => {
   return outs.length ? outs.map(o => o.innerHTML).join('\\n') : null;
 }"""
 
+# interact_manual(): the output is recomputed only when its "Run Interact" button is pressed.
+PRESS_RUN_JS = """(i) => {
+  const box = document.querySelector(`[data-lessonlib-control="${i}"]`).closest('.widget-interact');
+  const b = box && box.querySelector('button.jupyter-button, .widget-button');
+  if (!b) return false;
+  b.click();
+  return true;
+}"""
+
 SLIDER_STATE_JS = """(i) => {
   const h = document.querySelector(`[data-lessonlib-control="${i}"] .noUi-handle`);
   return h ? ['aria-valuenow', 'aria-valuemin', 'aria-valuemax'].map(a => parseFloat(h.getAttribute(a))) : null;
@@ -301,6 +310,8 @@ def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
             changed, tried = False, []
             for k in range(attempts(page, ctl)):
                 tried.append(move(page, ctl, k))
+                if page.evaluate(PRESS_RUN_JS, ctl["i"]):
+                    tried[-1] += " + Run Interact"
                 for settle in (True, False):           # poll; then once more after the kernel went idle
                     t_end = time.time() + 4
                     while time.time() < t_end and not changed:
