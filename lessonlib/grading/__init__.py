@@ -27,7 +27,7 @@ from .cli import cli_exercises, cli_grade
 from .registry import Exercise, all_exercises, for_notebook, get, notebooks, total_points
 from .results import FileResult, QuestionResult, format_question
 
-__all__ = ["check", "cli_grade", "cli_exercises", "Exercise", "all_exercises", "get", "notebooks", "for_notebook",
+__all__ = ["check", "use_exercise_files", "cli_grade", "cli_exercises", "Exercise", "all_exercises", "get", "notebooks", "for_notebook",
            "total_points", "QuestionResult", "FileResult"]
 
 
@@ -37,7 +37,8 @@ def check(exercise_id: str, fn: Callable | None = None, *, verbose: bool = True,
 
     ``fn`` defaults to the function of the exercise's name in the caller's namespace (the notebook's
     globals, or the calling function's locals).
-    Returns the :class:`QuestionResult`; ``result.passed`` is True when every check passes.
+    Returns the :class:`QuestionResult`; ``result.passed`` is True when every check passes.  A function that
+    passes is registered with :mod:`lessonlib.your_answers`: in a student release the library then runs it.
     """
     from .runner import grade_function
 
@@ -49,6 +50,25 @@ def check(exercise_id: str, fn: Callable | None = None, *, verbose: bool = True,
             fn = caller.f_locals.get(ex.function, caller.f_globals.get(ex.function))
         del frame, caller
     result = grade_function(ex, fn, time_limit_s=time_limit_s)
+    if result.passed and callable(fn) and not ex.concept:
+        from lessonlib import your_answers
+
+        your_answers.use(ex.id, fn)  # a student release's library now runs this function (your_answers.py)
     if verbose:
         print(format_question(result, detail=True))
     return result
+
+
+def use_exercise_files(folder: str = "exercises") -> list[str]:
+    """Register every function the reader has written in ``folder/NN_topic.py`` with
+    :mod:`lessonlib.your_answers` (stubs still raising are skipped); returns the exercise ids registered.
+    A student release's notebooks call it first, so the library runs the reader's answers."""
+    import os
+
+    from lessonlib.your_answers import use_file
+
+    done: list[str] = []
+    for nb, exercises in notebooks().items():
+        done += use_file(os.path.join(folder, f"{nb}.py"),
+                         {ex.function: ex.id for ex in exercises if not ex.concept})
+    return done
