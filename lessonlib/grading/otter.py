@@ -35,6 +35,7 @@ import tempfile
 from typing import Any
 
 from . import registry
+from .extract import BEGIN, END  # the same markers as otter's
 from .registry import Exercise
 
 __all__ = ["run_check", "is_public", "master_notebook", "build_assignment", "grade_submission", "check_cases"]
@@ -147,9 +148,9 @@ def master_notebook(notebook: str):
         hints = "".join(f"\n- {h}" for h in ex.hints)
         nb.cells.append(v4.new_markdown_cell(f"**{ex.id}** (`{ex.function}`, {ex.points} points). "
                                              f"{ex.statement}{chr(10) + hints if hints else ''}"))
-        nb.cells.append(v4.new_raw_cell("# BEGIN SOLUTION"))
+        nb.cells.append(v4.new_raw_cell(BEGIN))
         nb.cells.append(v4.new_code_cell(cells[ex.id]))
-        nb.cells.append(v4.new_raw_cell("# END SOLUTION"))
+        nb.cells.append(v4.new_raw_cell(END))
         nb.cells.append(v4.new_raw_cell("# BEGIN TESTS"))
         for k, (name, pts, hidden) in enumerate(check_cases(ex)):
             nb.cells.append(v4.new_code_cell(_test_cell(ex, name, pts, hidden, k)))

@@ -23,12 +23,17 @@ import ast
 import os
 import shutil
 
-from .extract import generate_all, repo_root
+from .extract import BEGIN, generate_all, repo_root
 from .sandbox import copy_stripped_package
 
 __all__ = ["build_release", "scan_release", "strip_spec", "delegate_to_answers"]
 
 TRIVIAL = {"", "return out", "return mask", "else:", "try:", "pass", "continue", "break"}
+
+
+# constructor name -> position of its expected-answer argument (None: keyword ``answer=`` only)
+_ANSWER_CALLS = {"concept_number": None, "concept_choice": None, "concept_number_check": 0,
+                 "concept_choice_check": 0, "answer_checks": 0, "concept_checks": 1, "choice": 1, "number": 1}
 
 
 class _StripHidden(ast.NodeTransformer):
@@ -37,10 +42,13 @@ class _StripHidden(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
         name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-        if name in ("concept_number", "concept_choice"):
+        if name in _ANSWER_CALLS:  # the expected answer of a concept question (lessonlib.grading.concept)
             for kw in node.keywords:
                 if kw.arg == "answer":
                     kw.value = ast.Constant(None)
+            pos = _ANSWER_CALLS[name]
+            if pos is not None and len(node.args) > pos:
+                node.args[pos] = ast.Constant(None)
         return node
 
     def _drop_hidden(self, elts: list[ast.expr]) -> list[ast.expr]:
@@ -210,7 +218,7 @@ def _distinctive(lines: list[str]) -> list[str]:
 
 def scan_release(folder: str) -> list[str]:
     """'file: q06_1' for every file holding every distinctive line of a graded reference body (and any
-    ``solutions`` folder or ``# BEGIN SOLUTION`` marker)."""
+    ``solutions`` folder or solution marker)."""
     bodies = {qid: _distinctive(lines) for gen in generate_all().values() for qid, lines in gen.solution_blocks.items()}
     leaks = []
     for d, dirs, files in os.walk(folder):
@@ -223,8 +231,8 @@ def scan_release(folder: str) -> list[str]:
             with open(p, encoding="utf-8", errors="replace") as fh:
                 text = fh.read()
             tool = os.path.basename(d) == "grading" and not f.startswith("specs_")  # the grader's own docs
-            if not tool and any(l.strip().strip('"').startswith("# BEGIN SOLUTION") for l in text.splitlines()):
-                leaks.append(f"{p}: a '# BEGIN SOLUTION' marker")
+            if not tool and any(l.strip().strip('"').startswith(BEGIN) for l in text.splitlines()):
+                leaks.append(f"{p}: a '{BEGIN}' marker")
             if f.endswith(".ipynb"):  # code lines live inside JSON strings
                 text = text.replace('\\n",', "\n").replace('\\"', '"')
             have = {l.split("#", 1)[0].strip().strip('"').strip() for l in text.splitlines()}

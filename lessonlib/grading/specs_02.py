@@ -9,7 +9,7 @@ import random
 import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
-from ..concepts import concept_checks
+from .concept import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "02_post_training_quantization"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .checks import Check, CheckFailure, GradingTimeout, assert_close, assert_tensor, prop
-from ..concepts import concept_checks
+from .concept import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "03_gptq"

@@ -12,7 +12,7 @@ import torch
 
 from .checks import (Check, CheckFailure, GradingTimeout, agrees_with_reference, assert_close, assert_exact_zeros,
                      assert_tensor, call, literal, prop)
-from ..concepts import concept_checks
+from .concept import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "07_sparsegpt_wanda"

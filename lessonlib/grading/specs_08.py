@@ -11,7 +11,7 @@ import random
 import torch
 
 from .checks import Check, CheckFailure, assert_close, assert_tensor, call, prop
-from ..concepts import concept_checks
+from .concept import concept_checks
 from .registry import Exercise
 
 NOTEBOOK = "08_when_sparsity_pays"

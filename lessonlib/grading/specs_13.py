@@ -11,6 +11,7 @@ import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
 from .registry import Exercise
+from .concept import agrees_with_answer_function, answer_type_check, concept_choice_check, concept_number_check
 
 NOTEBOOK = "13_response_distillation"
 LN = math.log
@@ -118,44 +119,24 @@ Q13_1 = Exercise(
     ),
 )
 
-def choice(name: str, answer: str, choices: str = "ABCD") -> "Check":
-    """A concept question answered by one letter: the zero-argument function must return ``answer``."""
-    from .checks import Check
+def choice(name: str, answer: str | None, choices: str = "ABCD") -> "Check":
+    """A concept question answered by one letter (:func:`.concept.concept_choice_check`)."""
+    return concept_choice_check(answer, tuple(choices), name=name)
 
-    def run(fn, ref):
-        got = call(fn, _ref=ref)
-        if not isinstance(got, str) or got.strip().upper() not in choices:
-            raise CheckFailure(f"{name}\n  expected one letter of {', '.join(choices)}, got {got!r}")
-        if got.strip().upper() != answer:
-            raise CheckFailure(f"{name}\n  {got.strip().upper()} is not the answer; reread the derivation above the question")
-    return Check(name, "literal", run)
+
+def number(name: str, answer: float | None, rel_tol: float = 1e-3) -> "Check":
+    """A concept question answered by a number within ``rel_tol`` (:func:`.concept.concept_number_check`)."""
+    return concept_number_check(answer, rel_tol=rel_tol, name=name)
 
 
 def concept_checks(kind: str) -> tuple:
     """The property and reference companions of a concept question: the answer's type, and agreement with the
-    reference answer (``kind`` "letter" or "number")."""
-    from .checks import Check
-
-    def typ(fn, ref):
-        got = call(fn, _ref=ref)
-        if kind == "letter" and not (isinstance(got, str) and len(got.strip()) == 1 and got.strip().isalpha()):
-            raise CheckFailure(f"the answer must be one letter as a string, got {got!r}")
-        if kind == "number" and (isinstance(got, bool) or not isinstance(got, (int, float))):
-            raise CheckFailure(f"the answer must be a number (int or float), got {type(got).__name__} {got!r}")
-
-    def agree(fn, ref):
-        got, want = call(fn, _ref=ref), ref()
-        if kind == "letter":
-            if not isinstance(got, str) or got.strip().upper() != want:
-                raise CheckFailure(f"the answer {got!r} differs from the reference answer")
-        else:
-            assert_close(got, want, what="the answer against the reference", rtol=1e-3)
-    return (Check("the answer has the right type", "property", typ),
-            Check("agrees with the reference answer", "reference", agree))
+    reference answer function (``kind`` "letter" or "number"; :mod:`.concept`)."""
+    return answer_type_check(kind), agrees_with_answer_function(kind)
 
 
 Q13_2 = Exercise(
-    id="q13_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:temperature_information_choice",
+    id="q13_2", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:temperature_information_choice",
     statement="Concept question (return one letter). Why does a higher distillation temperature let each training "
               "example carry more information to the student? A: it makes the teacher more accurate; B: it "
               "multiplies the student's gradient by T; C: it raises the entropy of the teacher's soft targets, so "

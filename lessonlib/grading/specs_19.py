@@ -15,7 +15,7 @@ import torch
 
 from .checks import Check, CheckFailure, assert_close, call, literal, prop
 from .registry import Exercise
-from .specs_13 import concept_checks
+from .specs_13 import concept_checks, number
 
 
 def _kind(kind: str):
@@ -267,13 +267,13 @@ Q19_3 = Exercise(
 
 # ---- q19_4: the sources' practice problem (concept question, a number) ----
 Q19_4 = Exercise(
-    id="q19_4", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:pruned_quantized_coded_mb",
+    id="q19_4", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:pruned_quantized_coded_mb",
     statement="Concept question. A 100M-parameter fp32 model is pruned to 10% of its weights, the survivors "
               "are quantized to 4 bits and entropy-coded at 1.5 bits each (positions not counted, as the "
               "problem says). Return its size in MB (10^6 bytes) as a number.",
     hints=("Survivors: 10^7. Each costs 1.5 bits after coding; the 4-bit step only tells you the coder's input.",
            "Bits to bytes: divide by 8."),
-    checks=(literal("the size in MB", (), expected=1.875, rtol=1e-3), *concept_checks("number")),  # 1e7 * 1.5 / 8 / 1e6
+    checks=(number("the size in MB", 1.875), *concept_checks("number")),  # 1e7 * 1.5 / 8 / 1e6
 )
 
 EXERCISES = [Q19_1, Q19_2, Q19_3, Q19_4]

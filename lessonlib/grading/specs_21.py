@@ -91,19 +91,19 @@ Q21_1 = Exercise(
     checks=(_fits, _all_fit, _tie, _inclusive, _first, _none_fits, _random),
 )
 
-from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+from .specs_13 import choice, concept_checks, number  # noqa: E402  (concept questions)
 
 Q21_2 = Exercise(
-    id="q21_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:llama70b_7b_int4_ratio",
+    id="q21_2", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:llama70b_7b_int4_ratio",
     statement="Concept question (a number). A 70B-parameter model in fp16 is distilled into a 7B student, whose "
               "weights are then stored in INT4 (4 bits per weight; ignore scales and the embedding's format). "
               "How many times smaller is the final model than the 70B fp16 model?",
     hints=("Bytes per weight: fp16 = 2, INT4 = 0.5.", "Compute both sizes in bytes, then divide."),
-    checks=(literal("the ratio", (), expected=40.0, rtol=1e-3), *concept_checks("number")),  # 140 GB / 3.5 GB
+    checks=(number("the ratio", 40.0), *concept_checks("number")),  # 140 GB / 3.5 GB
 )
 
 Q21_3 = Exercise(
-    id="q21_3", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:joint_beats_sequential_choice",
+    id="q21_3", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:joint_beats_sequential_choice",
     statement="Concept question (return one letter). When does joint compression (pruning and quantizing in one "
               "pass, as SparseGPT can) beat the same two steps one after the other, at the same final size? "
               "A: never, the bytes are equal so the quality is equal; B: when the weights kept by one step can "
