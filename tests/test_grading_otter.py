@@ -74,3 +74,10 @@ def test_run_check_passes_the_reference_and_explains_a_wrong_answer():
     with pytest.raises(ValueError, match="no check named"):
         run_check("q03_1", "no such check", ref)
     assert torch.is_tensor(ref(torch.ones(2, 2), torch.eye(2), 0, torch.zeros(2)))
+
+
+def test_otter_cli_refuses_an_unknown_chapter(capsys):
+    from lessonlib.grading.cli import cli_exercises
+
+    assert cli_exercises(["otter", "99", "--out", "unused"]) == 2
+    assert "unknown chapter" in capsys.readouterr().err

@@ -116,7 +116,8 @@ def _read_key(path: str | None) -> bytes | None:
 
 
 def cli_exercises(argv: list[str]) -> int:
-    """``lessonlib exercises build [--check] | list | mutants | release --out DIR``; returns the exit code."""
+    """``lessonlib exercises build [--check] | list | mutants | release --out DIR | otter NN... --out DIR``;
+    returns the exit code."""
     p = argparse.ArgumentParser(prog="lessonlib exercises", description="Generate and inspect graded exercises.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write exercises/NN_topic.py and solutions/NN_topic.py from the markers")
@@ -126,6 +127,9 @@ def cli_exercises(argv: list[str]) -> int:
     sub.add_parser("mutants", help="grade the planted wrong implementations; print the mutation score")
     r = sub.add_parser("release", help="build the student release (no reference answers) into --out DIR")
     r.add_argument("--out", required=True, help="a new folder")
+    o = sub.add_parser("otter", help="otter-grader assignments (master notebook, student notebook, autograder zip)")
+    o.add_argument("notebooks", nargs="+", help="chapter numbers or names, e.g. 01 03_gptq")
+    o.add_argument("--out", required=True, help="folder; one sub-folder per chapter")
     a = _parse(p, argv)
     if isinstance(a, int):
         return a
@@ -133,6 +137,8 @@ def cli_exercises(argv: list[str]) -> int:
         return _build(a.root, a.check)
     if a.cmd == "list":
         return _list()
+    if a.cmd == "otter":
+        return _otter(a.notebooks, a.out)
     if a.cmd == "release":
         from .release import build_release
 
@@ -173,6 +179,28 @@ def _build(root: str | None, check: bool) -> int:
     if not (report.written or report.stale or report.stray):
         print("exercises/ and solutions/ are up to date")
     return 1 if (bad or not report.ok) else 0
+
+
+def _otter(names: list[str], out: str) -> int:
+    from .otter import build_assignment
+    from .registry import notebooks
+
+    known = {nb[:2]: nb for nb in notebooks()}
+    chosen = [known.get(n[:2]) if n[:2] in known and (len(n) == 2 or n == known[n[:2]]) else None for n in names]
+    if None in chosen:
+        bad = [n for n, c in zip(names, chosen) if c is None]
+        print(f"lessonlib exercises otter: unknown chapter(s) {bad}; chapters with exercises: "
+              f"{', '.join(sorted(known.values()))}", file=sys.stderr)
+        return 2
+    for nb in chosen:
+        try:
+            paths = build_assignment(nb, os.path.join(out, nb))
+        except RuntimeError as e:
+            print(f"lessonlib exercises otter: {nb}: {e}", file=sys.stderr)
+            return 1
+        print(f"{nb}: students get {paths['student']}; the autograder (Gradescope, or `otter run -a`) is "
+              f"{paths['autograder']}")
+    return 0
 
 
 def _list() -> int:
