@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from lessonlib.grading import check, cli_exercises, cli_grade, extract, registry, runner
-from lessonlib.grading.checks import CheckFailure, assert_close, literal
-from lessonlib.grading.mutants import MIN_MUTANTS_PER_EXERCISE, all_mutants, run_mutation_suite
-from lessonlib.grading.results import format_file
+from lessonlib_grader.checks import CheckFailure, assert_close, literal
+from lessonlib_grader.mutants import MIN_MUTANTS_PER_EXERCISE, all_mutants, run_mutation_suite
+from lessonlib_grader.results import format_file
 
 ROOT = extract.repo_root()
 NOTEBOOKS = sorted(registry.notebooks())
@@ -119,7 +119,7 @@ def test_failure_message_names_input_expected_got_and_first_difference():
         assert_close(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[1.0, 2.0], [3.0, 5.0]]), what="f(x)")
     msg = str(e.value)
     assert "first at index (1, 1): expected 5, got 4" in msg and "1 of 4 elements differ" in msg
-    from lessonlib.grading.mutants.mutants_00 import kv_only_k
+    from lessonlib_grader.mutants.mutants_00 import kv_only_k
 
     r = runner.grade_function(registry.get("q00_2"), kv_only_k)
     assert r.points < 3 and r.status == "failed"  # partial credit: some checks still pass
@@ -129,7 +129,7 @@ def test_failure_message_names_input_expected_got_and_first_difference():
 
 def test_inline_check_gives_the_file_graders_verdict(capsys):
     from lessonlib.evaluate import next_token_nll  # noqa: F401  (found by name in this module's globals)
-    from lessonlib.grading.mutants.mutants_00 import nll_no_shift
+    from lessonlib_grader.mutants.mutants_00 import nll_no_shift
 
     good = check("q00_3")
     assert good.passed and good.points == 5 and "ok" in capsys.readouterr().out
@@ -315,7 +315,7 @@ def test_importing_the_reference_instead_of_writing_it_scores_zero(tmp_path):
 
 
 def test_sparsity_and_idempotence_helpers():
-    from lessonlib.grading.checks import assert_exact_zeros, assert_idempotent
+    from lessonlib_grader.checks import assert_exact_zeros, assert_idempotent
 
     m = torch.tensor([[0.0, 1.0, 0.0, 2.0], [3.0, 0.0, 0.0, 0.0]])
     assert_exact_zeros(m, 5, what="mask")

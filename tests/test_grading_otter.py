@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from lessonlib.grading import registry
-from lessonlib.grading.otter import is_public, master_notebook, run_check, check_cases
+from lessonlib_grader import registry
+from lessonlib_grader.otter import is_public, master_notebook, run_check, check_cases
 
 
 def _question_cells(nb, qid: str) -> list:
@@ -77,7 +77,7 @@ def test_run_check_passes_the_reference_and_explains_a_wrong_answer():
 
 
 def test_otter_cli_refuses_an_unknown_chapter(capsys):
-    from lessonlib.grading.cli import cli_exercises
+    from lessonlib_grader.cli import cli_exercises
 
     assert cli_exercises(["otter", "99", "--out", "unused"]) == 2
     assert "unknown chapter" in capsys.readouterr().err

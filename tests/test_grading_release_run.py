@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from lessonlib.grading.extract import generate_all
-from lessonlib.grading.release import build_release
+from lessonlib_grader.extract import generate_all
+from lessonlib_grader.release import build_release
 
 
 @pytest.fixture(scope="module")

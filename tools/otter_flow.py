@@ -2,7 +2,7 @@
 
 For each chapter given (default 01 and 03):
 
-1. ``otter assign`` on the master notebook built from lessonlib's specs (lessonlib.grading.otter): a student
+1. ``otter assign`` on the master notebook built from lessonlib's specs (lessonlib_grader.otter): a student
    notebook and an autograder zip; otter runs every test against the reference solutions first;
 2. the student notebook is scanned for reference answers (the release scan of ``lessonlib exercises
    release``): none may be in it;
@@ -25,9 +25,9 @@ import nbformat
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lessonlib.grading.otter import build_assignment, grade_submission  # noqa: E402
-from lessonlib.grading.registry import notebooks  # noqa: E402
-from lessonlib.grading.release import scan_release  # noqa: E402
+from lessonlib_grader.otter import build_assignment, grade_submission  # noqa: E402
+from lessonlib_grader.registry import notebooks  # noqa: E402
+from lessonlib_grader.release import scan_release  # noqa: E402
 
 # One realistic wrong answer per chapter: (exact text in the reference, what a student writes instead).
 WRONG = {

@@ -3,7 +3,7 @@
 ``lessonlib exercises release --out DIR`` writes
 
 * ``DIR/lessonlib/``: the library with every ``# BEGIN SOLUTION`` body replaced by
-  ``raise NotImplementedError`` (:func:`~lessonlib.grading.sandbox.copy_stripped_package`), the grading
+  ``raise NotImplementedError`` (:func:`~lessonlib_grader.sandbox.copy_stripped_package`), the grading
   specs rewritten without their hidden checks (``hidden=True``) and with concept answers blanked, no
   mutants (planted wrong answers), no bytecode;
 * ``DIR/exercises/``: the exercise stubs; ``DIR/notebooks/``: the notebooks (as committed, no outputs);
@@ -42,7 +42,7 @@ class _StripHidden(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
         name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-        if name in _ANSWER_CALLS:  # the expected answer of a concept question (lessonlib.grading.concept)
+        if name in _ANSWER_CALLS:  # the expected answer of a concept question (lessonlib_grader.concept)
             for kw in node.keywords:
                 if kw.arg == "answer":
                     kw.value = ast.Constant(None)
@@ -180,13 +180,18 @@ def build_release(out: str, root: str | None = None) -> list[str]:
     os.makedirs(out, exist_ok=True)
     pkg = copy_stripped_package(out)  # every marked body stubbed, no specs, no mutants
     delegate_to_answers(pkg)  # ... and each stubbed function runs the reader's answer once check() passed it
-    src_grading = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "grading")
+    src_grading = os.path.dirname(os.path.abspath(__file__))  # lessonlib_grader: check() needs its specs
+    dst_grading = os.path.join(out, os.path.basename(src_grading))
+    os.makedirs(dst_grading, exist_ok=True)
     for f in sorted(os.listdir(src_grading)):
-        if f.startswith("specs_") and f.endswith(".py"):
-            with open(os.path.join(src_grading, f), encoding="utf-8") as fh:
-                text = strip_spec(fh.read())
-            with open(os.path.join(pkg, "grading", f), "w", encoding="utf-8") as fh:
-                fh.write(text)
+        if not f.endswith(".py"):
+            continue  # no mutants/ (planted wrong answers), no bytecode
+        with open(os.path.join(src_grading, f), encoding="utf-8") as fh:
+            text = fh.read()
+        if f.startswith("specs_"):
+            text = strip_spec(text)  # no hidden checks, no concept answers
+        with open(os.path.join(dst_grading, f), "w", encoding="utf-8") as fh:
+            fh.write(text)
     for folder, ext in (("exercises", ".py"), ("notebooks", ".ipynb")):
         src = os.path.join(root, folder)
         if os.path.isdir(src):
@@ -230,7 +235,7 @@ def scan_release(folder: str) -> list[str]:
             p = os.path.join(d, f)
             with open(p, encoding="utf-8", errors="replace") as fh:
                 text = fh.read()
-            tool = os.path.basename(d) == "grading" and not f.startswith("specs_")  # the grader's own docs
+            tool = os.path.basename(d) in ("grading", "lessonlib_grader") and not f.startswith("specs_")  # its docs
             if not tool and any(l.strip().strip('"').startswith(BEGIN) for l in text.splitlines()):
                 leaks.append(f"{p}: a '{BEGIN}' marker")
             if f.endswith(".ipynb"):  # code lines live inside JSON strings

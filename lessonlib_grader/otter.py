@@ -15,7 +15,7 @@ two flows grade with the same checks:
   partial credit as ``lessonlib grade``); literal and property checks are public (students run them with
   ``grader.check``), reference checks, concept answers and checks a spec marks ``hidden`` are hidden;
 * a test case calls :func:`run_check`, which runs that one check through
-  :func:`lessonlib.grading.runner.grade_function`: the tensor-aware comparison, the in-place check on every
+  :func:`lessonlib_grader.runner.grade_function`: the tensor-aware comparison, the in-place check on every
   argument, the dtype rule and the failure message with the call and the first differing element.
 
 :func:`build_assignment` runs ``otter assign``; :func:`grade_submission` runs ``otter run`` and returns its
@@ -121,7 +121,7 @@ def _test_cell(ex: Exercise, name: str, points: float, hidden: bool, k: int) -> 
     var = ex.function
     config = f'""" # BEGIN TEST CONFIG\npoints: {points}\nhidden: {str(hidden).lower()}\n""" # END TEST CONFIG'
     fn = f"test_{ex.id}_{k}"
-    return (f"{config}\ndef {fn}({var}):\n    from lessonlib.grading.otter import run_check\n"
+    return (f"{config}\ndef {fn}({var}):\n    from lessonlib_grader.otter import run_check\n"
             f"    run_check({ex.id!r}, {name!r}, {var})\n\n{fn}({var})")
 
 
@@ -185,7 +185,9 @@ def _otter(args: list[str], cwd: str | None = None, timeout: float = 600.0) -> s
 
 
 def _root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from .extract import repo_root
+
+    return repo_root()
 
 
 def build_assignment(notebook: str, out: str) -> dict[str, str]:

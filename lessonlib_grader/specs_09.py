@@ -97,7 +97,7 @@ def _props(fn, ref):
 @_kind("reference")
 @prop("agrees with autograd through W * topk_ste(S) on random layers")
 def _autograd(fn, ref):
-    from ..prune.movement import topk_ste
+    from lessonlib.prune.movement import topk_ste
 
     gen, rng = torch.Generator().manual_seed(7), random.Random(7)
     for case in range(6):

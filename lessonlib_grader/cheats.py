@@ -25,7 +25,7 @@ BAD_MODULES = {"importlib": "dynamic imports", "runpy": "running other files", "
                "ctypes": "raw memory access", "multiprocessing": "subprocesses", "inspect": "frame inspection",
                "gc": "the garbage collector's object list", "signal": "signal handlers", "pty": "subprocesses",
                "socket": "network access", "solutions": "the reference solutions", "exercises": "other exercise files",
-               "lessonlib.grading": "the grader"}
+               "lessonlib.grading": "the grader", "lessonlib_grader": "the grader"}
 BAD_ATTRS = {"_getframe": "frame inspection", "system": "running shell commands", "fork": "subprocesses",
              "popen": "subprocesses", "execv": "subprocesses", "kill": "signals", "setprofile": "tracing hooks",
              "settrace": "tracing hooks", "f_back": "frame inspection", "f_globals": "frame inspection",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...distill.losses import check_temperature, flatten_logits
+from lessonlib.distill.losses import check_temperature, flatten_logits
 from . import mutant
 
 

@@ -1,6 +1,6 @@
 """The grading child: runs ONE student's file and computes its functions' outputs, nothing else.
 
-This file is not imported by the grader: :mod:`lessonlib.grading.sandbox` reads its text and runs it as
+This file is not imported by the grader: :mod:`lessonlib_grader.sandbox` reads its text and runs it as
 ``python -I -B -c <this source> RFD WFD`` in a scratch directory that holds only the student's file.  It
 imports nothing from the lessonlib checkout: its ``lessonlib`` (if the student imports it) is a copy in
 which every graded reference body is replaced by ``raise NotImplementedError``.

@@ -334,7 +334,9 @@ def leaked_lines(gen: Generated) -> list[str]:
 # ------------------------------------------------------------------ writing and checking the folders
 def repo_root() -> str:
     """The checkout holding lessonlib (where exercises/ and solutions/ live), else the working directory."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import lessonlib
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(lessonlib.__file__)))
     return here if os.path.exists(os.path.join(here, "pyproject.toml")) else os.getcwd()
 
 

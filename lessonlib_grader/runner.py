@@ -1,7 +1,7 @@
 """The autograder: grade a function, a student's file or a folder of submissions.
 
 * :func:`grade_function` runs one exercise's checks on a function, in this process (what
-  ``lessonlib.grading.check`` and the tests use);
+  ``lessonlib_grader.check`` and the tests use);
 * :func:`grade_file` grades a submission file in an isolated child process (:mod:`.sandbox`): the child only
   computes the student's functions' outputs on inputs sent from here; every check, comparison and point
   is computed here, so an import error, an exception, an infinite loop, a crash or a cheat costs the

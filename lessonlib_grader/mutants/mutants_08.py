@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ...prune.masks import is_nm_sparse
+from lessonlib.prune.masks import is_nm_sparse
 from . import mutant
 
 

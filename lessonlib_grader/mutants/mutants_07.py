@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...prune.masks import nm_mask, prune_lowest
+from lessonlib.prune.masks import nm_mask, prune_lowest
 from . import mutant
 
 

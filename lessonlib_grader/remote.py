@@ -1,9 +1,9 @@
-"""A student's function living in a :class:`~lessonlib.grading.sandbox.Sandbox`, callable from the grader.
+"""A student's function living in a :class:`~lessonlib_grader.sandbox.Sandbox`, callable from the grader.
 
 :class:`RemoteFunction` looks like the student's function to every check: calling it sends the inputs to
 the child, which runs the student's code and sends back the output *and* the arguments as they are after
 the call.  The arguments are written back into the objects the check passed (so in-place changes are seen
-by :func:`lessonlib.grading.checks.call`, and checks of in-place contracts still work), an exception of the
+by :func:`lessonlib_grader.checks.call`, and checks of in-place contracts still work), an exception of the
 student's code is raised here with its type name and line, and outputs that need gradients are tied to
 the child's autograd graph (``out.backward()`` here asks the child for the input gradients).
 """

@@ -10,7 +10,7 @@ of a class slip through, so that a near-miss of that class loses points:
 
 Each probe compares with the reference on fixed inputs (the expected values are computed by the grader
 from the reference; nothing here is a literal answer) and exactness of dtype is enforced by
-:func:`~lessonlib.grading.checks.assert_close`.  A probe attaches to an exercise only while the exercise
+:func:`~lessonlib_grader.checks.assert_close`.  A probe attaches to an exercise only while the exercise
 still grades the function it was written for (``function``): a rewritten spec that renames its question
 simply loses the probe (``registry`` drops it), it never breaks.
 """

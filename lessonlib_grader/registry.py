@@ -1,9 +1,9 @@
 """The exercise registry: every graded exercise of the curriculum, discovered from ``specs_NN`` modules.
 
-Adding exercises for notebook ``NN_topic`` means writing one module ``lessonlib/grading/specs_NN.py``::
+Adding exercises for notebook ``NN_topic`` means writing one module ``lessonlib_grader/specs_NN.py``::
 
-    from lessonlib.grading.registry import Exercise
-    from lessonlib.grading.checks import literal, prop, agrees_with_reference
+    from lessonlib_grader.registry import Exercise
+    from lessonlib_grader.checks import literal, prop, agrees_with_reference
 
     NOTEBOOK = "03_gptq"
     EXERCISES = [
@@ -21,7 +21,7 @@ dropped from the student release; graded with per-student seeds when an instruct
 
 Concept questions (a number with a tolerance, or one choice of several) use the same machinery::
 
-    from lessonlib.grading.registry import concept_number, concept_choice
+    from lessonlib_grader.registry import concept_number, concept_choice
 
     EXERCISES = [
         ...,
@@ -139,8 +139,8 @@ def concept_choice(id: str, *, points: int, notebook: str, answer: str | None, c
 
 
 def spec_modules() -> list[str]:
-    """Names of the ``lessonlib.grading.specs_NN`` modules, in notebook order."""
-    from lessonlib import grading
+    """Names of the ``lessonlib_grader.specs_NN`` modules, in notebook order."""
+    import lessonlib_grader as grading
 
     return sorted(f"{grading.__name__}.{m.name}" for m in pkgutil.iter_modules(grading.__path__)
                   if SPEC_RE.match(m.name))

@@ -1,7 +1,7 @@
 """Wrong answers a student might hand in for notebook 09's exercise (each must score 0)."""
 from __future__ import annotations
 
-from ...prune.movement import topk_mask
+from lessonlib.prune.movement import topk_mask
 from . import mutant
 
 

@@ -2,13 +2,13 @@
 
 Two ways to ask one, graded by the same checks:
 
-* :func:`lessonlib.grading.registry.concept_number` / :func:`~lessonlib.grading.registry.concept_choice`: the
+* :func:`lessonlib_grader.registry.concept_number` / :func:`~lessonlib_grader.registry.concept_choice`: the
   student's answer is a top-level value ``answer_qNN_k`` (``None`` = not answered yet);
 * a zero-argument function in :mod:`lessonlib.concepts` (the chapters' answer functions, e.g. ``q03_c1``)
   with :func:`answer_checks`: the answer, its type, and agreement with the reference function.
 
 The expected answer is an argument of these constructors in a spec, so the student release blanks it
-(:func:`lessonlib.grading.release.strip_spec`); a blanked answer makes the check "graded by your instructor".
+(:func:`lessonlib_grader.release.strip_spec`); a blanked answer makes the check "graded by your instructor".
 """
 from __future__ import annotations
 

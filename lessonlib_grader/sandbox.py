@@ -1,4 +1,4 @@
-"""Running one submission in an isolated child process (the parent side of :mod:`lessonlib.grading.child`).
+"""Running one submission in an isolated child process (the parent side of :mod:`lessonlib_grader.child`).
 
 What the child gets, and what it does not:
 
@@ -122,7 +122,9 @@ def strip_solutions(text: str, where: str = "?", only: set[str] | None = None) -
 def copy_stripped_package(dest: str, only: dict[str, set[str]] | None = None) -> str:
     """Copy the lessonlib package to ``dest/lessonlib`` with solution bodies stubbed (all of them, or with
     ``only`` = {module name: function names} just those) and no grading specs, mutants or bytecode."""
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import lessonlib
+
+    src = os.path.dirname(os.path.abspath(lessonlib.__file__))
     out = os.path.join(dest, "lessonlib")
     for d, dirs, files in os.walk(src):
         rel = os.path.relpath(d, src)
