@@ -55,4 +55,5 @@ for f in $files; do
   }' "$f"
   sed -i -E 's/^(\s*)from lessonlib import grading$/\1import lessonlib_grader as grading/' "$f"
 done
+git add -- "$dst"
 echo "grading machinery is in $dst/; lessonlib/grading/__init__.py is the learner's check()"
