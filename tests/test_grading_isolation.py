@@ -86,9 +86,13 @@ CHEATS = {
     # monkeypatching the grader's comparison from the submission
     "monkeypatch": """
         import torch
-        import lessonlib_grader.checks as _c
-        _c.assert_close = lambda *a, **k: None
-        _c.assert_tensor = lambda *a, **k: None
+        try:
+            import lessonlib_grader.checks as _c  # the grader: not even importable in the child
+            _c.assert_close = lambda *a, **k: None
+            _c.assert_tensor = lambda *a, **k: None
+        except ImportError:
+            import lessonlib.grading as _c  # the learner's check(): patching it changes nothing
+            _c.check = lambda *a, **k: None
         def nm_mask(scores, prune_n, prune_m):
             return torch.ones_like(scores, dtype=torch.bool)
     """,

@@ -48,7 +48,7 @@ done
 files=$(grep -rlE 'lessonlib\.grading|lessonlib/grading' "$dst" tests tools docs --include='*.py' --include='*.md' \
         2>/dev/null | grep -v 'tools/move_grading.sh' || true)
 for f in $files; do
-  sed -i -E '/from lessonlib\.grading import (check|use_exercise_files)|lessonlib\.grading\.check\(/!{
+  sed -i -E '/from lessonlib\.grading import (check|use_exercise_files)([^,_a-z]|$)|lessonlib\.grading\.check\(/!{
     s/lessonlib\.grading([.:` ]|$)/lessonlib_grader\1/g
     s#lessonlib/grading/#lessonlib_grader/#g
     s#lessonlib/grading([` ]|$)#lessonlib_grader\1#g

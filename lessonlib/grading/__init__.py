@@ -12,6 +12,7 @@ package :mod:`lessonlib_grader`; this module only forwards to it.  Other names (
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Callable
 
@@ -50,5 +51,9 @@ def __getattr__(name: str) -> Any:
     try:
         return getattr(lessonlib_grader, name)
     except AttributeError:
+        pass
+    try:  # a module of the grader (lessonlib.grading.extract -> lessonlib_grader.extract)
+        return importlib.import_module(f"lessonlib_grader.{name}")
+    except ModuleNotFoundError:
         raise AttributeError(f"module 'lessonlib.grading' has no attribute {name!r}; the grader is "
                              "lessonlib_grader") from None
