@@ -1,8 +1,8 @@
 """Reference answers of every concept question answered by a function (chapters 01-09, and the sources'
-practice problems of chapters 13, 19 and 21), graded by ``lessonlib.grading.concept``.
+practice problems of chapters 13, 19 and 21), graded by ``lessonlib_grader.concept``.
 
 Each question is a zero-argument function the reader fills in, returning one letter (a choice) or a number.
-The question text lives in the notebook and in the exercise statement (``lessonlib/grading/specs_NN.py``);
+The question text lives in the notebook and in the exercise statement (``lessonlib_grader/specs_NN.py``);
 the reasoning behind each answer is in the comment beside it, so a reader who checks can learn from it.
 """
 from __future__ import annotations
