@@ -13,7 +13,7 @@ export IPYTHONDIR          := $(CURDIR)/.ipython
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install git-filter update prepare lab test unit notebooks timings reproduce exercises grade \
-	check-exercises bench clean book book-deps browser-deps browser-test screenshots
+	check-exercises otter-deps otter-check bench clean book book-deps browser-deps browser-test screenshots
 
 help:
 	@echo "make lab        install, prepare the embedded model, open JupyterLab on notebooks/"
@@ -26,6 +26,7 @@ help:
 	@echo "make reproduce  run the claim ledger (LESSONLIB_PROFILE=ci|laptop|gpu) -> reports/claims.md"
 	@echo "make exercises  regenerate exercises/ and solutions/ from the marked reference code"
 	@echo "make grade      grade exercises/ (your answers); one file: make grade FILE=exercises/00_model_anatomy.py"
+	@echo "make otter-check   the otter-grader flow end to end, offline (assign, release scan, otter run) -> build/otter"
 	@echo "make bench      run benchmarks/"
 	@echo "make book       the course as a static HTML book, every chapter executed (ci profile) -> build/book/html"
 	@echo "make browser-test  headless Chromium: every book page, and every widget chapter in JupyterLab"
@@ -103,6 +104,20 @@ check-exercises: install
 	$(BIN)/lessonlib exercises build --check
 	$(BIN)/lessonlib grade solutions --out build/grades/solutions.csv --fail-under 100
 	$(BIN)/lessonlib exercises mutants
+
+# ---- otter-grader (docs/INSTRUCTORS.md): otter assign + otter run, no Docker. otter-grader and its own
+# dependencies only add packages to .venv (pinned in constraints.txt); no package of the course changes version.
+OTTER_SPEC ?= otter-grader==7.0.0
+$(VENV)/.otter: $(VENV)/.installed constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt "$(OTTER_SPEC)"
+	touch $@
+
+otter-deps: $(VENV)/.otter
+
+# Chapters 01 and 03: assign, scan the student notebook, grade the reference, a wrong answer, an empty notebook.
+OTTER_CHAPTERS ?= 01 03
+otter-check: otter-deps
+	OMP_NUM_THREADS=1 LESSONLIB_PROFILE=ci MPLBACKEND=Agg $(BIN)/python tools/otter_flow.py --out build/otter $(OTTER_CHAPTERS)
 
 bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -51,10 +51,10 @@ def _info(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "grade":
-        from .grading import cli_grade
+        from lessonlib_grader import cli_grade
         return cli_grade(argv[1:])
     if argv and argv[0] == "exercises":
-        from .grading import cli_exercises
+        from lessonlib_grader import cli_exercises
         return cli_exercises(argv[1:])
     ap = argparse.ArgumentParser(prog="lessonlib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -1,12 +1,15 @@
-"""Reference answers of the concept questions of chapters 00-09 (graded by ``lessonlib.grading``).
+"""Reference answers of every concept question answered by a function (chapters 01-09, and the sources'
+practice problems of chapters 13, 19 and 21), graded by ``lessonlib_grader.concept``.
 
 Each question is a zero-argument function the reader fills in, returning one letter (a choice) or a number.
-The question text lives in the notebook and in the exercise statement (``lessonlib/grading/specs_NN.py``);
+The question text lives in the notebook and in the exercise statement (``lessonlib_grader/specs_NN.py``);
 the reasoning behind each answer is in the comment beside it, so a reader who checks can learn from it.
 """
 from __future__ import annotations
 
-__all__ = ["concept_checks", "q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1"]
+__all__ = ["q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1",
+           "pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
+           "joint_beats_sequential_choice"]
 
 
 def q01_c1() -> float:
@@ -72,39 +75,33 @@ def q09_c1() -> str:
     # END SOLUTION
 
 
+# ---- the sources' practice problems (chapters 13, 19, 21; formerly lessonlib/practice.py) ----
+def pruned_quantized_coded_mb() -> float:
+    """100M fp32 parameters, keep 10%, 4-bit, then 1.5 bits per survivor after coding: the size in MB."""
+    # BEGIN SOLUTION
+    survivors = 100_000_000 * 0.10  # 1e7 weights survive the pruning
+    return survivors * 1.5 / 8 / 1e6  # 1.5 coded bits each, in MB
+    # END SOLUTION
 
-def concept_checks(qid: str, answer: str | float, rtol: float = 1e-3, atol: float = 1e-2) -> tuple:
-    """The grading checks of one concept question: the answer (literal), its type (property) and agreement
-    with the reference function (reference).  ``answer`` is a letter A-D or a number (compared with tolerance)."""
-    from .grading.checks import Check, CheckFailure, assert_close, call
 
-    def _get(fn, ref):
-        got = call(fn, _ref=ref)
-        if isinstance(answer, str):
-            if not isinstance(got, str) or len(got.strip()) != 1 or got.strip().upper() not in "ABCD":
-                raise CheckFailure(f"{qid}: return one letter A, B, C or D as a string, got {got!r}")
-            return got.strip().upper()
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            raise CheckFailure(f"{qid}: return a number, got {type(got).__name__} {got!r}")
-        return float(got)
+def temperature_information_choice() -> str:
+    """Chapter 13: why a high temperature carries more information per example (one letter, see the chapter)."""
+    # BEGIN SOLUTION
+    return "C"
+    # END SOLUTION
 
-    def _same(got, want, what):
-        if isinstance(answer, str):
-            if got != want:
-                raise CheckFailure(f"{what}: {got} is not the answer; reread the derivation and try again")
-        else:
-            assert_close(got, float(want), what=what, rtol=rtol, atol=atol)
 
-    def literal_run(fn, ref):
-        _same(_get(fn, ref), answer, f"{qid}")
+def llama70b_7b_int4_ratio() -> float:
+    """Chapter 21: 70B fp16 distilled to 7B, then INT4 weights only: how many times smaller than the 70B model."""
+    # BEGIN SOLUTION
+    teacher_bytes = 70e9 * 2  # fp16: 140 GB
+    student_bytes = 7e9 * 0.5  # INT4: 3.5 GB
+    return teacher_bytes / student_bytes
+    # END SOLUTION
 
-    def type_run(fn, ref):
-        _get(fn, ref)
 
-    def ref_run(fn, ref):
-        want = ref()
-        _same(_get(fn, ref), want.strip().upper() if isinstance(want, str) else want, f"{qid} against the reference")
-
-    kind = "one letter A-D" if isinstance(answer, str) else "a number"
-    return (Check("the answer", "literal", literal_run), Check(f"returns {kind}", "property", type_run),
-            Check("agrees with the reference answer", "reference", ref_run))
+def joint_beats_sequential_choice() -> str:
+    """Chapter 21: when joint compression beats sequential compression (one letter, see the chapter)."""
+    # BEGIN SOLUTION
+    return "B"
+    # END SOLUTION

@@ -1,40 +1,9 @@
-"""Answers to the sources' practice problems, graded as concept questions in chapters 13, 19 and 21.
-
-Each function takes no argument and returns the answer: a number, or one letter of the choices printed in the
-chapter.  The reader writes the body in the notebook; the grader compares it with these.
-"""
+"""Old name of the practice problems' answers: they live in :mod:`lessonlib.concepts` with every other
+concept question (one answers module). Kept so ``from lessonlib.practice import ...`` still works."""
 from __future__ import annotations
+
+from .concepts import (joint_beats_sequential_choice, llama70b_7b_int4_ratio, pruned_quantized_coded_mb,
+                       temperature_information_choice)
 
 __all__ = ["pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
            "joint_beats_sequential_choice"]
-
-
-def pruned_quantized_coded_mb() -> float:
-    """100M fp32 parameters, keep 10%, 4-bit, then 1.5 bits per survivor after coding: the size in MB."""
-    # BEGIN SOLUTION
-    survivors = 100_000_000 * 0.10  # 1e7 weights survive the pruning
-    return survivors * 1.5 / 8 / 1e6  # 1.5 coded bits each, in MB
-    # END SOLUTION
-
-
-def temperature_information_choice() -> str:
-    """Chapter 13: why a high temperature carries more information per example (one letter, see the chapter)."""
-    # BEGIN SOLUTION
-    return "C"
-    # END SOLUTION
-
-
-def llama70b_7b_int4_ratio() -> float:
-    """Chapter 21: 70B fp16 distilled to 7B, then INT4 weights only: how many times smaller than the 70B model."""
-    # BEGIN SOLUTION
-    teacher_bytes = 70e9 * 2  # fp16: 140 GB
-    student_bytes = 7e9 * 0.5  # INT4: 3.5 GB
-    return teacher_bytes / student_bytes
-    # END SOLUTION
-
-
-def joint_beats_sequential_choice() -> str:
-    """Chapter 21: when joint compression beats sequential compression (one letter, see the chapter)."""
-    # BEGIN SOLUTION
-    return "B"
-    # END SOLUTION

@@ -8,12 +8,12 @@ import random
 import pytest
 import torch
 
-from lessonlib.grading import extract, registry, runner
-from lessonlib.grading.checks import (SEED_FOR, Check, CheckFailure, agrees_with_reference, assert_close, call,
+from lessonlib_grader import extract, registry, runner
+from lessonlib_grader.checks import (SEED_FOR, Check, CheckFailure, agrees_with_reference, assert_close, call,
                                       literal, student_seed)
-from lessonlib.grading.registry import Exercise, concept_choice, concept_number
-from lessonlib.grading.release import build_release, scan_release, strip_spec
-from lessonlib.grading.similarity import normalise, similarity
+from lessonlib_grader.registry import Exercise, concept_choice, concept_number
+from lessonlib_grader.release import build_release, scan_release, strip_spec
+from lessonlib_grader.similarity import normalise, similarity
 
 
 def _double(x):
@@ -118,7 +118,7 @@ def test_release_holds_no_reference_answer(tmp_path):
     leaks = build_release(str(out))
     assert leaks == []
     assert not (out / "solutions").exists() and not (out / "tests").exists()
-    assert not (out / "lessonlib" / "grading" / "mutants").exists()
+    assert not (out / "lessonlib_grader" / "mutants").exists() and not (out / "lessonlib" / "grading" / "mutants").exists()
     assert (out / "exercises").is_dir() and (out / "notebooks").is_dir()
     assert not (out / "docs" / "INSTRUCTORS.md").exists()
     # the scanner does see a planted reference body
@@ -130,7 +130,7 @@ def test_release_holds_no_reference_answer(tmp_path):
 
 
 def test_every_exercise_keeps_its_probes_only_while_its_function_matches():
-    from lessonlib.grading.probes import PROBES, extra_checks
+    from lessonlib_grader.probes import PROBES, extra_checks
 
     for qid, (fn, checks) in PROBES.items():
         ex = next((e for e in registry.all_exercises() if e.id == qid), None)

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from lessonlib.grading import cli_grade, extract, registry
-from lessonlib.grading.results import FileResult, QuestionResult, csv_cell, write_csv
-from lessonlib.grading.runner import _validate_points
+from lessonlib_grader import cli_grade, extract, registry
+from lessonlib_grader.results import FileResult, QuestionResult, csv_cell, write_csv
+from lessonlib_grader.runner import _validate_points
 
 ROOT = extract.repo_root()
 NB = "06_magnitude_pruning"  # one question, nm_mask(scores, prune_n, prune_m), 4 points
 SOL = open(os.path.join(ROOT, "solutions", f"{NB}.py"), encoding="utf-8").read()
-RUNNER = os.path.join(ROOT, "lessonlib", "grading", "runner.py")
+RUNNER = os.path.join(ROOT, "lessonlib_grader", "runner.py")
 
 CHEATS = {
     # a one-line wrapper around the reference (imported by name)
@@ -86,9 +86,13 @@ CHEATS = {
     # monkeypatching the grader's comparison from the submission
     "monkeypatch": """
         import torch
-        import lessonlib.grading.checks as _c
-        _c.assert_close = lambda *a, **k: None
-        _c.assert_tensor = lambda *a, **k: None
+        try:
+            import lessonlib_grader.checks as _c  # the grader: not even importable in the child
+            _c.assert_close = lambda *a, **k: None
+            _c.assert_tensor = lambda *a, **k: None
+        except ImportError:
+            import lessonlib.grading as _c  # the learner's check(): patching it changes nothing
+            _c.check = lambda *a, **k: None
         def nm_mask(scores, prune_n, prune_m):
             return torch.ones_like(scores, dtype=torch.bool)
     """,
@@ -283,7 +287,7 @@ def test_bad_timeouts_are_refused(bad, tmp_path, capsys):
 def test_the_child_carries_autograd_function_arguments_and_numpy(tmp_path):
     """Solutions whose checks call .backward() on the result (13), pass the grader's own quantizer function
     as an argument (07) and return numpy arrays (19) keep full marks through the child."""
-    from lessonlib.grading.runner import grade_folder
+    from lessonlib_grader.runner import grade_folder
 
     subs = tmp_path / "subs"
     subs.mkdir()
@@ -296,8 +300,8 @@ def test_the_child_carries_autograd_function_arguments_and_numpy(tmp_path):
 
 
 def test_an_instructor_key_gives_each_student_their_own_hidden_inputs(tmp_path):
-    from lessonlib.grading.checks import student_seed
-    from lessonlib.grading.runner import grade_file
+    from lessonlib_grader.checks import student_seed
+    from lessonlib_grader.runner import grade_file
 
     p = tmp_path / f"{NB}.py"
     p.write_text(textwrap.dedent("""

@@ -181,7 +181,7 @@ def _gptq_with(monkeypatch, update):
 
 
 def test_every_q03_mutant_changes_gptq_and_the_harmless_variants_do_not(monkeypatch):
-    from lessonlib.grading.mutants import all_mutants
+    from lessonlib_grader.mutants import all_mutants
     from lessonlib.quant.gptq import gptq_column_update
     ref = _gptq_with(monkeypatch, gptq_column_update)
     mutants = all_mutants()["q03_1"]
