@@ -27,7 +27,7 @@ from torch import nn
 
 from .checks import positive_int
 
-__all__ = ["threads", "stream_bandwidth", "matmul_rate", "attainable", "linear_intensity",
+__all__ = ["threads", "stream_bandwidth", "matmul_rate", "attainable", "linear_intensity", "roofline_seconds",
            "decode_bytes_per_token", "predict_decode_seconds"]
 
 _KINDS = {"copy": 2, "triad": 3}  # arrays moved per element
@@ -109,6 +109,28 @@ def linear_intensity(tokens: int, out_features: int, in_features: int, bytes_per
     flops = 2 * tokens * out_features * in_features
     moved = out_features * in_features * bytes_per_weight + tokens * (in_features + out_features) * bytes_per_act
     return flops / moved
+
+
+def roofline_seconds(tokens: int, out_features: int, in_features: int, bytes_per_weight: float,
+                     peak_gflops: float, bandwidth_gbs: float, bytes_per_act: float = 4.0) -> float:
+    """The roofline's time for one linear layer (out, in) on ``tokens`` tokens: the slower of computing
+    its 2 T out in FLOPs at ``peak_gflops`` and moving its bytes (out in b_w for the weights, T (in + out)
+    b_a for the activations read and written) at ``bandwidth_gbs`` (10^9 bytes/s).  Both pipes work at
+    once, so the time is the maximum of the two, not their sum (Williams et al. 2009)."""
+    for k, v in (("tokens", tokens), ("out_features", out_features), ("in_features", in_features)):
+        positive_int(k, v)
+    for k, v in (("bytes_per_weight", bytes_per_weight), ("peak_gflops", peak_gflops),
+                 ("bandwidth_gbs", bandwidth_gbs), ("bytes_per_act", bytes_per_act)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{k}={v!r} must be a number > 0")
+    # BEGIN SOLUTION
+    flops = 2.0 * tokens * out_features * in_features
+    moved = out_features * in_features * bytes_per_weight + tokens * (in_features + out_features) * bytes_per_act
+    compute_s = flops / (peak_gflops * 1e9)
+    memory_s = moved / (bandwidth_gbs * 1e9)
+    seconds = max(compute_s, memory_s)
+    # END SOLUTION
+    return seconds
 
 
 def decode_bytes_per_token(model: nn.Module, context: int = 0, kv_bytes_per_elem: float | None = None) -> int:
