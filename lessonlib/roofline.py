@@ -19,6 +19,7 @@ a = b + s c moves 3, with arrays far larger than the last-level cache.
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from typing import Iterator
 
@@ -28,7 +29,7 @@ from torch import nn
 from .checks import positive_int
 
 __all__ = ["threads", "stream_bandwidth", "matmul_rate", "attainable", "linear_intensity", "roofline_seconds",
-           "decode_bytes_per_token", "predict_decode_seconds"]
+           "decode_bytes_per_token", "predict_decode_seconds", "packed_model", "decode_seconds", "prefill_seconds"]
 
 _KINDS = {"copy": 2, "triad": 3}  # arrays moved per element
 
@@ -171,3 +172,42 @@ def predict_decode_seconds(bytes_per_token: float, bandwidth_gbs: float) -> floa
     if bytes_per_token <= 0 or bandwidth_gbs <= 0:
         raise ValueError(f"bytes_per_token={bytes_per_token} and bandwidth_gbs={bandwidth_gbs} must be > 0")
     return bytes_per_token / (bandwidth_gbs * 1e9)
+
+
+def packed_model(model: nn.Module, body, head=None, act_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """A copy of ``model`` whose decoder linears are quantized with ``body`` (a ``QuantScheme``) and whose LM
+    head uses ``head`` (None: left in float), every quantized layer on torch's packed CPU kernels
+    (``quant.kernels.to_kernels``).  ``model`` is not changed."""
+    from .quant.kernels import to_kernels
+    from .quant.qlinear import default_filter, is_linear_like, quantize_
+
+    m = copy.deepcopy(model)
+    quantize_(m, body)  # decoder linears
+    if head is not None:  # the LM head (default_filter leaves it out)
+        quantize_(m, head, filter_fn=lambda mod, n: is_linear_like(mod) and not default_filter(mod, n))
+    to_kernels(m, act_dtype)
+    return m
+
+
+@torch.no_grad()
+def decode_seconds(model: nn.Module, prompt: torch.Tensor, new: int) -> float:
+    """Wall seconds for ``new`` greedy tokens at batch 1 after ``prompt`` (1, T), KV cache on; the prompt's
+    own prefill is not timed."""
+    positive_int("new", new)
+    if prompt.dim() != 2 or prompt.shape[0] != 1:
+        raise ValueError(f"prompt must be (1, T) token ids, got {tuple(prompt.shape)}")
+    out = model(prompt, use_cache=True)
+    past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)  # (1, 1)
+    t0 = time.perf_counter()
+    for _ in range(new):
+        out = model(nxt, past_key_values=past, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def prefill_seconds(model: nn.Module, ids: torch.Tensor) -> float:
+    """Wall seconds of one forward over ``ids`` (1, T) without a cache (the prompt's prefill)."""
+    t0 = time.perf_counter()
+    model(ids, use_cache=False)
+    return time.perf_counter() - t0

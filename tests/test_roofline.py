@@ -63,3 +63,19 @@ def test_predict_and_measure_are_positive():
     with threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == old
+
+
+def test_packed_model_copies_and_decodes():
+    from lessonlib.quant.kernels import KernelLinear
+    from lessonlib.roofline import decode_seconds, packed_model, prefill_seconds
+
+    m = tiny_causal_lm("llama", hidden=64, layers=2, heads=4, intermediate=128, vocab=256)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    p = packed_model(m, QuantScheme(4, 32, True), QuantScheme(8, -1, True))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # the original is untouched
+    assert isinstance(p.lm_head, KernelLinear) and p.lm_head.kind == "int8"
+    assert isinstance(p.model.layers[0].mlp.up_proj, KernelLinear) and p.model.layers[0].mlp.up_proj.kind == "int4"
+    prompt = torch.tensor([[1, 2, 3]])
+    assert decode_seconds(p, prompt, 2) > 0 and prefill_seconds(p, prompt) > 0
+    with pytest.raises(ValueError, match="prompt"):
+        decode_seconds(p, torch.tensor([1, 2, 3]), 2)
