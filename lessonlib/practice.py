@@ -1,4 +1,4 @@
-"""Answers to the sources' practice problems, graded as concept questions in chapters 13, 19 and 21.
+"""Answers to the sources' practice problems, graded as concept questions in chapters 13, 19, 21, 23 and 24.
 
 Each function takes no argument and returns the answer: a number, or one letter of the choices printed in the
 chapter.  The reader writes the body in the notebook; the grader compares it with these.
@@ -6,7 +6,7 @@ chapter.  The reader writes the body in the notebook; the grader compares it wit
 from __future__ import annotations
 
 __all__ = ["pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
-           "joint_beats_sequential_choice"]
+           "joint_beats_sequential_choice", "int4_ridge_tokens", "nf4_double_quant_bits"]
 
 
 def pruned_quantized_coded_mb() -> float:
@@ -37,4 +37,21 @@ def joint_beats_sequential_choice() -> str:
     """Chapter 21: when joint compression beats sequential compression (one letter, see the chapter)."""
     # BEGIN SOLUTION
     return "B"
+    # END SOLUTION
+
+
+def int4_ridge_tokens() -> float:
+    """Chapter 23: tokens per call at which an INT4 layer (0.5 bytes/weight) on a 40 GFLOP/s, 4 GB/s CPU stops
+    being memory-bound (activation bytes ignored)."""
+    # BEGIN SOLUTION
+    peak, bandwidth, bytes_per_weight = 40e9, 4e9, 0.5
+    return peak * bytes_per_weight / (2 * bandwidth)  # 2 T / peak = b_w / bandwidth
+    # END SOLUTION
+
+
+def nf4_double_quant_bits() -> float:
+    """Chapter 24: bits per weight of NF4 in blocks of 64 with 8-bit absmaxes and one fp32 constant per 256
+    absmaxes (QLoRA's double quantization)."""
+    # BEGIN SOLUTION
+    return 4 + 8 / 64 + 32 / (64 * 256)
     # END SOLUTION

@@ -14,7 +14,8 @@ import random
 import torch
 
 from .checks import agrees_with_reference, assert_close, call, literal, prop
-from .registry import Exercise, concept_number
+from .registry import Exercise
+from .specs_13 import concept_checks
 
 NOTEBOOK = "23_roofline"
 
@@ -62,13 +63,14 @@ Q23_1 = Exercise(
     ),
 )
 
-Q23_2 = concept_number(
-    "q23_2", points=2, notebook=NOTEBOOK, answer=2.5, abs_tol=0.05,
+Q23_2 = Exercise(
+    id="q23_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:int4_ridge_tokens",
     statement="Concept question (a number). A large linear layer holds INT4 weights (0.5 bytes per weight) on a "
               "CPU that computes 40 GFLOP/s and reads 4 GB/s. Ignoring activation bytes, at how many tokens per "
               "call does its compute time equal its weight-reading time (where it stops being memory-bound)?",
     hints=("Per weight: 2 T FLOPs against 0.5 bytes read once, whatever T is.",
            "Set 2 T / peak = b_w / bandwidth and solve for T; compare with fp32 (4 bytes per weight)."),
+    checks=(literal("the number", (), expected=2.5, rtol=1e-3), *concept_checks("number")),
 )
 
 EXERCISES = [Q23_1, Q23_2]

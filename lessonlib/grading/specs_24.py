@@ -11,8 +11,9 @@ import random
 
 import torch
 
-from .checks import Check, CheckFailure, assert_close, call, prop
-from .registry import Exercise, concept_number
+from .checks import Check, CheckFailure, assert_close, call, literal as _literal, prop
+from .registry import Exercise
+from .specs_13 import concept_checks
 
 NOTEBOOK = "24_number_formats"
 
@@ -108,13 +109,14 @@ Q24_1 = Exercise(
     ),
 )
 
-Q24_2 = concept_number(
-    "q24_2", points=2, notebook=NOTEBOOK, answer=4.126953125, rel_tol=1e-3,
+Q24_2 = Exercise(
+    id="q24_2", points=2, notebook=NOTEBOOK, reference="lessonlib.practice:nf4_double_quant_bits",
     statement="Concept question (a number). QLoRA stores NF4 weights in blocks of 64 with one absmax each; double "
               "quantization stores those absmaxes in 8 bits, with one fp32 constant per 256 absmaxes. How many "
               "bits does one weight cost, everything included?",
     hints=("4 bits for the element, plus its share of the block's 8-bit absmax.",
            "The fp32 constant is shared by 256 blocks of 64 weights."),
+    checks=(_literal("the number", (), expected=4.126953125, rtol=1e-5), *concept_checks("number")),
 )
 
 EXERCISES = [Q24_1, Q24_2]

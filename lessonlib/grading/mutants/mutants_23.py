@@ -46,3 +46,13 @@ def weights_per_token(tokens, out_features, in_features, bytes_per_weight, peak_
     c, _ = _parts(tokens, out_features, in_features, bytes_per_weight, peak_gflops, bandwidth_gbs, bytes_per_act)
     moved = tokens * (out_features * in_features * bytes_per_weight + (in_features + out_features) * bytes_per_act)
     return max(c, moved / (bandwidth_gbs * 1e9))
+
+
+@mutant("q23_2", "forgets the factor 2 (one FLOP per weight): 5 tokens")
+def ridge_one_flop():
+    return 40e9 * 0.5 / 4e9
+
+
+@mutant("q23_2", "answers for fp32 weights (4 bytes each): 20 tokens")
+def ridge_fp32():
+    return 40e9 * 4 / (2 * 4e9)

@@ -65,3 +65,13 @@ def no_sign(w, fmt="mxfp4"):
 def block16(w, fmt="mxfp4"):
     el, s = _mx(w, fmt, block=16)
     return el, s[:, ::2]
+
+
+@mutant("q24_2", "counts the 8-bit absmax only (forgets the fp32 constants): 4.125")
+def nf4_no_second_level():
+    return 4 + 8 / 64
+
+
+@mutant("q24_2", "keeps 16-bit absmaxes (no double quantization): 4.25")
+def nf4_single_level():
+    return 4 + 16 / 64
