@@ -19,7 +19,6 @@ import copy
 import json
 import os
 import statistics
-import time
 
 import torch
 from torch import nn
@@ -29,36 +28,18 @@ from lessonlib.models import load_model
 from lessonlib.quant.affine import QuantScheme
 from lessonlib.quant.kernels import to_kernels
 from lessonlib.quant.qlinear import default_filter, is_linear_like, quantize_
+from lessonlib.roofline import decode_seconds, prefill_seconds
 
 INT8 = QuantScheme(8, -1, True)
 INT4 = QuantScheme(4, 64, True)
 
 
-def quantized(model: nn.Module, body: QuantScheme) -> nn.Module:
-    """A copy of ``model`` with decoder linears in ``body`` and the LM head in INT8 (float path)."""
+def quantized(model: nn.Module, body: QuantScheme, head: QuantScheme = INT8) -> nn.Module:
+    """A copy of ``model`` with decoder linears in ``body`` and the LM head in ``head`` (float path)."""
     m = copy.deepcopy(model)
     quantize_(m, body)  # decoder linears
-    quantize_(m, INT8, filter_fn=lambda mod, n: is_linear_like(mod) and not default_filter(mod, n))  # lm_head
+    quantize_(m, head, filter_fn=lambda mod, n: is_linear_like(mod) and not default_filter(mod, n))  # lm_head
     return m
-
-
-@torch.no_grad()
-def decode_seconds(model: nn.Module, prompt: torch.Tensor, new: int) -> float:
-    """Seconds for ``new`` greedy tokens after ``prompt`` (1, T), KV cache on (prompt's prefill excluded)."""
-    out = model(prompt, use_cache=True)
-    past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)  # (1, 1)
-    t0 = time.perf_counter()
-    for _ in range(new):
-        out = model(nxt, past_key_values=past, use_cache=True)
-        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-    return time.perf_counter() - t0
-
-
-@torch.no_grad()
-def prefill_seconds(model: nn.Module, ids: torch.Tensor) -> float:
-    t0 = time.perf_counter()
-    model(ids, use_cache=False)
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -68,6 +49,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ppl", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--json", default=None, help="also write the rows as JSON (the roofline chapter reads it)")
     a = ap.parse_args()
     for k in ("new", "prefill", "rounds"):
         if getattr(a, k) < 1:
@@ -76,8 +58,9 @@ def main() -> None:
     base, tok = load_model()
     ids = tok("The convention opened with a speech on " * 200, return_tensors="pt").input_ids
     prompt, long = ids[:, :8], ids[:, : a.prefill]
-    q8, q4 = quantized(base, INT8), quantized(base, INT4)
-    ref = {"int8": q8, "int4": q4}
+    load0 = os.getloadavg()[0]
+    q8, q4, q44 = quantized(base, INT8), quantized(base, INT4), quantized(base, INT4, INT4)
+    ref = {"int8": q8, "int4": q4, "int4-head4": q44}
     variants = {"fp32": base, "bf16": copy.deepcopy(base).to(torch.bfloat16)}
     for name, qm in ref.items():
         k = copy.deepcopy(qm)
@@ -113,8 +96,16 @@ def main() -> None:
     if ppl:
         lines += ["", "Perplexity (held-out split, profile " + os.environ.get("LESSONLIB_PROFILE", "lab") + "):",
                   "", "```", json.dumps(ppl, indent=1), "```"]
+    lines += ["", f"Load average: {load0:.1f} before, {os.getloadavg()[0]:.1f} after. INT8 = sym8 per-channel "
+              "everywhere (LM head included); int4 = sym4 g64 decoder + INT8 LM head; int4-head4 = sym4 g64 "
+              "decoder and LM head."]
     text = "\n".join(lines)
     print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"new": a.new, "prefill": int(long.shape[1]), "rounds": a.rounds,
+                       "threads": torch.get_num_threads(), "load_average": [load0, os.getloadavg()[0]],
+                       "rows": rows, "ppl": ppl}, f, indent=1)
     if a.out:
         with open(a.out, "w") as f:
             f.write(text + "\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1",
            "pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
-           "joint_beats_sequential_choice"]
+           "joint_beats_sequential_choice", "int4_ridge_tokens", "nf4_double_quant_bits"]
 
 
 def q01_c1() -> float:
@@ -104,4 +104,22 @@ def joint_beats_sequential_choice() -> str:
     """Chapter 21: when joint compression beats sequential compression (one letter, see the chapter)."""
     # BEGIN SOLUTION
     return "B"
+    # END SOLUTION
+
+
+# ---- chapters 23 and 24 ----
+def int4_ridge_tokens() -> float:
+    """Chapter 23: tokens per call at which an INT4 layer (0.5 bytes/weight) on a 40 GFLOP/s, 4 GB/s CPU stops
+    being memory-bound (activation bytes ignored)."""
+    # BEGIN SOLUTION
+    peak, bandwidth, bytes_per_weight = 40e9, 4e9, 0.5
+    return peak * bytes_per_weight / (2 * bandwidth)  # 2 T / peak = b_w / bandwidth
+    # END SOLUTION
+
+
+def nf4_double_quant_bits() -> float:
+    """Chapter 24: bits per weight of NF4 in blocks of 64 with 8-bit absmaxes and one fp32 constant per 256
+    absmaxes (QLoRA's double quantization)."""
+    # BEGIN SOLUTION
+    return 4 + 8 / 64 + 32 / (64 * 256)
     # END SOLUTION

@@ -3,7 +3,7 @@ concept question (one answers module). Kept so ``from lessonlib.practice import 
 from __future__ import annotations
 
 from .concepts import (joint_beats_sequential_choice, llama70b_7b_int4_ratio, pruned_quantized_coded_mb,
-                       temperature_information_choice)
+                       temperature_information_choice, int4_ridge_tokens, nf4_double_quant_bits)
 
 __all__ = ["pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
-           "joint_beats_sequential_choice"]
+           "joint_beats_sequential_choice", "int4_ridge_tokens", "nf4_double_quant_bits"]

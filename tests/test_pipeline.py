@@ -215,3 +215,21 @@ def test_recipes_folder_is_shipped():
     from lessonlib.pipeline.recipe import recipes_dir
     assert sorted(f for f in os.listdir(recipes_dir()) if f.endswith(".yaml")) == [
         "cloud.yaml", "edge.yaml", "mobile.yaml", "realtime.yaml"]
+
+
+def test_packed_pipeline_model_runs_on_the_int4_kernels(data):
+    """C32's speed path: a GPTQ INT4 model packed by pack_quantized, then moved onto torch's INT4 CPU kernel,
+    gives the packed model's logits up to the kernels' bf16 rounding."""
+    from lessonlib.quant.kernels import KernelLinear, to_kernels
+
+    calib, toks = data
+    m = tiny()
+    out, _ = compress(m, [{"stage": "quantize", "method": "gptq", "bits": 4, "group_size": 32}], calib=calib,
+                      evaluate=False)
+    pack_quantized(out)
+    x = toks[:32].unsqueeze(0)
+    ref = out(x).logits
+    n = to_kernels(out, strict=False)
+    assert n == len(block_linear_modules(m)) == sum(isinstance(k, KernelLinear) for k in out.modules())
+    got = out(x).logits
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()  # bf16 activations and scales: ~2^-8 relative per layer

@@ -22,7 +22,8 @@ import torch
 
 from .affine import QuantScheme, check_finite, dequantize, quantize
 
-__all__ = ["FORMATS", "nf4_levels", "fp4_e2m1_levels", "encode", "decode", "fake_quant_format", "bits_per_weight"]
+__all__ = ["FORMATS", "nf4_levels", "fp4_e2m1_levels", "mx_quantize", "encode", "decode", "fake_quant_format",
+           "bits_per_weight"]
 
 FORMATS = ("nf4", "fp8_e4m3", "fp8_e5m2", "mxfp4", "mxfp8", "int4_g64")
 _FP8 = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
@@ -62,6 +63,35 @@ def _nearest(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(x, mid)
 
 
+def mx_quantize(w: torch.Tensor, fmt: str = "mxfp4") -> tuple[torch.Tensor, torch.Tensor]:
+    """Microscaling (OCP MX v1.0; Rouhani et al. 2023, arXiv:2310.10537, section 3): ``w`` (out, in) in
+    blocks of 32 consecutive weights of a row; each block shares the power-of-two scale
+    ``2^(floor(log2 absmax) - emax)`` (E8M0, exponent clamped to -127..127; an all-zero block counts as absmax 1),
+    with emax = 2 for FP4 E2M1 (largest value 6 = 1.5 * 2^2) and 8 for FP8 E4M3 (448 = 1.75 * 2^8); every
+    weight divided by its scale is rounded to the nearest element value (FP4: the sign and the nearest of
+    ``fp4_e2m1_levels()``, saturating at 6; FP8: torch's float8_e4m3fn cast after clamping to +-448).
+    Returns (elements (out, in) float32 values of the element format, scales (out, in / 32) float32)."""
+    if fmt not in ("mxfp4", "mxfp8"):
+        raise ValueError(f"fmt={fmt!r} must be 'mxfp4' or 'mxfp8'")
+    _check(w, fmt)
+    w = w.float()
+    out_f, in_f = w.shape
+    # BEGIN SOLUTION
+    blocks = w.reshape(out_f, in_f // 32, 32)  # (out, G, 32)
+    amax = blocks.abs().amax(-1)  # (out, G)
+    emax = 2 if fmt == "mxfp4" else 8  # exponent of the element format's largest normal
+    e = torch.floor(torch.log2(torch.where(amax > 0, amax, torch.ones_like(amax)))) - emax
+    s = torch.exp2(e.clamp(-127, 127))  # (out, G), E8M0: 2^-127 .. 2^127
+    x = blocks / s.unsqueeze(-1)  # (out, G, 32)
+    if fmt == "mxfp4":
+        lv = fp4_e2m1_levels()
+        el = torch.sign(x) * lv[_nearest(x.abs().clamp(max=6.0), lv)]
+    else:
+        el = x.clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float()
+    # END SOLUTION
+    return el.reshape(out_f, in_f), s
+
+
 def encode(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``w`` (out, in) -> (elements, scales).  Elements: uint8 level indices (nf4), float8 values (fp8),
     float32 element values (mx: exactly representable in the element format), int32 codes (int4_g64);
@@ -84,17 +114,7 @@ def encode(w: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
         s = torch.where(amax > 0, amax, torch.ones_like(amax))
         idx = _nearest(blocks / s.unsqueeze(-1), nf4_levels())
         return idx.to(torch.uint8).reshape(out_f, in_f), s
-    emax = 2 if fmt == "mxfp4" else 8  # exponent of the element format's largest normal
-    e = torch.floor(torch.log2(torch.where(amax > 0, amax, torch.ones_like(amax)))) - emax
-    s = torch.exp2(e.clamp(-127, 127))  # E8M0: 2^-127 .. 2^127
-    x = blocks / s.unsqueeze(-1)  # (out, G, b)
-    if fmt == "mxfp4":
-        lv = fp4_e2m1_levels()
-        mag = lv[_nearest(x.abs().clamp(max=6.0), lv)]
-        el = torch.sign(x) * mag
-    else:
-        el = x.clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float()
-    return el.reshape(out_f, in_f), s
+    return mx_quantize(w, fmt)
 
 
 def decode(elements: torch.Tensor, scales: torch.Tensor, fmt: str) -> torch.Tensor:
