@@ -128,7 +128,8 @@ class QuantScheme:
             raise ValueError(f"bits={self.bits!r} is outside 2..8")
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
             raise TypeError(f"group_size={self.group_size!r} must be an int: 0 (per-tensor), -1 (per output "
-                            f"channel) or a positive group size (got {type(self.group_size).__name__})")
+                            f"channel) or a positive group size, or PerTensor() / PerChannel() / PerGroup(g) "
+                            f"(got {type(self.group_size).__name__})")
         if self.group_size < -1:
             raise ValueError(f"group_size={self.group_size!r} is not allowed; use 0 (per-tensor), "
                              "-1 (per output channel) or a positive group size")
