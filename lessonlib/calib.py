@@ -32,7 +32,7 @@ from .models import (UnsupportedError, block_linears, decoder_blocks, get_weight
 
 __all__ = ["ModuleNames", "Stats", "HessianStats", "InputNormStats", "InputSampleStats", "capture_block_inputs",
            "capture_block_kwargs", "capture_calibration",
-           "run_block", "run_sequential", "SequentialReport", "check_token_batches"]
+           "run_block", "run_sequential", "SequentialReport", "check_token_batches", "block_stats"]
 
 
 class Stats(Protocol):
@@ -419,7 +419,7 @@ class _StatsHooks:
 def run_sequential(model: nn.Module, batches: torch.Tensor,
                    compress: Callable[[int, nn.Module, dict[str, Stats]], None],
                    stats: Callable[..., Stats] | None = HessianStats, device: torch.device | str = "auto",
-                   layer_filter: Callable[[str], bool] | None = None, groups: list[list[str]] | None = None,
+                   filter_fn: Callable[[nn.Module, str], bool] | None = None, groups: list[list[str]] | None = None,
                    progress: bool = True, share_inputs: bool = False) -> SequentialReport:
     """Walk the decoder blocks one at a time, compressing each on statistics of its real inputs.
 
@@ -427,7 +427,8 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
     (e.g. ``"self_attn.q_proj"``) to its statistics object (built by ``stats(in_features, device)``);
     it changes the block's weights in place.  ``groups`` (GPTQ's "true sequential" mode) lists groups of
     layer names handled one after another, each calibrated after the previous group was compressed.
-    ``layer_filter(name)`` skips layers it returns False for.  ``share_inputs=True``: layers that read the
+    ``filter_fn(module, fqn)`` (the one layer-selection convention of lessonlib, as in ``compress_``) skips
+    the layers it returns False for; ``fqn`` is the layer's fully qualified name in ``model``.  ``share_inputs=True``: layers that read the
     same input tensor (q/k/v, gate/up) map to one shared statistics object, accumulated once.
     """
     dev = resolve_device(device)
@@ -436,6 +437,7 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
     refuse_untouched(model, "layer-wise calibrated compression (GPTQ, AWQ, Wanda, SparseGPT, whitened SVD)")
     hiddens, kws = capture_calibration(model, batches, dev)
     blocks = decoder_blocks(model)
+    fqn = ModuleNames(model) if filter_fn is not None else None  # also names MoE experts' per-expert views
     report = SequentialReport(tokens=batches.numel())
     for i in tqdm(range(len(blocks)), desc="blocks", disable=progress_disabled() or not progress, leave=False):
         t0 = time.perf_counter()
@@ -444,7 +446,7 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
         block.to(dev)
         unroll = unrolled_experts(block)  # MoE: one nn.Linear view per expert, fed only its routed tokens
         unroll.__enter__()
-        linears = {n: m for n, m in block_linears(block).items() if layer_filter is None or layer_filter(n)}
+        linears = {n: m for n, m in block_linears(block).items() if filter_fn is None or filter_fn(m, fqn[id(m)])}
         for group in (groups or [list(linears)]):
             unknown = [n for n in group if n not in block_linears(block)]
             if unknown:
@@ -468,3 +470,20 @@ def run_sequential(model: nn.Module, batches: torch.Tensor,
         report.block_seconds.append(time.perf_counter() - t0)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+@torch.no_grad()
+def block_stats(model: nn.Module, calib: torch.Tensor, block: int = 0, stats: Callable[..., Stats] = HessianStats,
+                device: torch.device | str = "cpu") -> dict[str, Stats]:
+    """Statistics (``stats(in_features, device)``: HessianStats, InputNormStats, InputSampleStats...) of the
+    inputs of every linear layer of decoder block ``block`` of the *unchanged* model on ``calib`` (N, T),
+    by layer name within the block.  Only the blocks up to ``block`` run, so early blocks are cheap; for
+    layer-level demos (OBS against SparseGPT, GPTQ on one real layer).  Uses the hooks of ``run_sequential``."""
+    blocks = decoder_blocks(model)
+    if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block < len(blocks):
+        raise ValueError(f"block={block!r} is outside 0..{len(blocks) - 1}")
+    dev = resolve_device(device)
+    hiddens, kws = capture_calibration(model, calib, dev)
+    for i in range(block):
+        hiddens = run_block(blocks[i], hiddens, kws[i])
+    return _StatsHooks(block_linears(blocks[block]), stats, dev, False).run(blocks[block], hiddens, kws[block])

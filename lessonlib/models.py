@@ -34,6 +34,7 @@ __all__ = [
     "EMBEDDED_DECODERS", "EMBEDDED_ENCODERS", "asset_dir", "resolve_device", "load_model", "load_encoder",
     "model_family", "decoder_blocks", "encoder_blocks", "block_linears", "get_weight", "set_weight",
     "tiny_causal_lm", "max_positions", "LayoutError", "UnsupportedError", "compute_device", "is_dispatched", "is_linear_like", "find_block_list", "TINY_FAMILIES",
+    "replace_submodule", "linear_modules",
 ]
 
 
@@ -304,6 +305,30 @@ def is_linear_like(m: nn.Module) -> bool:
     """The one test lessonlib uses for "a linear layer": ``nn.Linear`` (and subclasses such as Falcon's
     ``FalconLinear``) or GPT-2's ``Conv1D`` (weight stored as (in, out))."""
     return isinstance(m, nn.Linear) or _is_conv1d(m)
+
+
+def replace_submodule(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where the submodule named ``name`` (dotted, relative to ``root``; an ``nn.ModuleList``
+    index is a part too) is, and return the module it replaced.  ValueError naming the path if it is not there."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name={name!r} must be a non-empty dotted submodule name")
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = root.get_submodule(parent_name) if parent_name else root
+        old = parent.get_submodule(child)
+    except AttributeError as e:
+        raise ValueError(f"{type(root).__name__} has no submodule {name!r}") from e
+    setattr(parent, child, new)  # nn.ModuleList / Sequential accept a str index through setattr as well
+    return old
+
+
+def linear_modules(model: nn.Module, inside_blocks: bool = True) -> dict[str, nn.Module]:
+    """Every linear-like layer (``is_linear_like``: ``nn.Linear`` and GPT-2's ``Conv1D``) of ``model`` by fully
+    qualified name; with ``inside_blocks`` only those inside the transformer blocks (``find_block_list``)."""
+    if not inside_blocks:
+        return {n: m for n, m in model.named_modules() if is_linear_like(m)}
+    prefix = find_block_list(model)[0] + "."
+    return {n: m for n, m in model.named_modules() if is_linear_like(m) and n.startswith(prefix)}
 
 
 def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -93,7 +93,7 @@ def test_groups_true_sequential_and_filter():
     with pytest.raises(ValueError, match="nope"):
         run_sequential(m, b, lambda *a: None, groups=[["nope"]], progress=False)
     calls.clear()
-    run_sequential(m, b, lambda i, blk, st: calls.append(sorted(st)), layer_filter=lambda n: "mlp" in n, progress=False)
+    run_sequential(m, b, lambda i, blk, st: calls.append(sorted(st)), filter_fn=lambda m, n: "mlp" in n, progress=False)
     assert calls == [["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj"]]
 
 

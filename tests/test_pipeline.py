@@ -12,7 +12,8 @@ from lessonlib.models import decoder_blocks, get_weight, tiny_causal_lm
 from lessonlib.pipeline import (STAGES, best_under_budget, compress, load_recipe, pack_quantized, quant_layer_bytes,
                                 recipe_bytes_estimate, sparse_bytes, storage_report, validate_recipe)
 from lessonlib.pipeline.size import FORMAT_ATTR, SPARSE_ATTR, WeightFormat
-from lessonlib.pipeline.stages import block_linear_modules, column_group_quantizer
+from lessonlib.pipeline.stages import block_linear_modules
+from lessonlib.quant.affine import column_group_quantizer
 from lessonlib.quant import QuantScheme
 
 

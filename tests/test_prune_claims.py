@@ -7,7 +7,9 @@ import torch
 from lessonlib.claims import Context, rules
 from lessonlib.claims import exp_prune as ep
 from lessonlib.models import get_weight, tiny_causal_lm
-from lessonlib.prune.masks import is_nm_sparse, model_linears, n_to_prune
+from lessonlib.calib import block_stats
+from lessonlib.compress import prune_with
+from lessonlib.prune.masks import is_nm_sparse, model_linears, n_to_prune, pattern_name
 from lessonlib.prune.sparse_kernels import MatmulTiming
 
 
@@ -16,14 +18,14 @@ def _calib(n: int = 4, seqlen: int = 16) -> torch.Tensor:
 
 
 def test_pattern_name():
-    assert ep.pattern_name(0.5) == "50%" and ep.pattern_name(0.1) == "10%" and ep.pattern_name(0.5, 2, 4) == "2:4"
+    assert pattern_name(0.5) == "50%" and pattern_name(0.1) == "10%" and pattern_name(0.5, 2, 4) == "2:4"
 
 
 @pytest.mark.parametrize("method", ep.METHODS)
 @pytest.mark.parametrize("pattern", [(0.5, 0, 0), (0.7, 0, 0), (0.5, 2, 4)])
 def test_prune_with_reaches_the_exact_sparsity(method, pattern):
     model = tiny_causal_lm(seed=1)
-    secs = ep.prune_with(model, method, *pattern[:1], calib=_calib(), keep_n=pattern[1], group_m=pattern[2])
+    secs = prune_with(model, method, *pattern[:1], calib=_calib(), keep_n=pattern[1], group_m=pattern[2])
     assert secs > 0
     for name, lin in model_linears(model).items():
         w = get_weight(lin)
@@ -41,21 +43,21 @@ def test_prune_with_methods_differ_and_calibrated_ones_use_the_data():
     ws = {}
     for method in ep.METHODS:
         model = tiny_causal_lm(seed=2)
-        ep.prune_with(model, method, 0.5, calib=_calib())
-        ws[method] = get_weight(model_linears(model)["0.mlp.down_proj"]).clone()
+        prune_with(model, method, 0.5, calib=_calib())
+        ws[method] = get_weight(model_linears(model)["model.layers.0.mlp.down_proj"]).clone()
     assert not torch.equal(ws["magnitude"] != 0, ws["wanda"] != 0)  # activation norms change the mask
     kept = ws["magnitude"] != 0
     assert not torch.allclose(ws["sparsegpt"][kept], ws["magnitude"][kept])  # SparseGPT updates the survivors
     other = tiny_causal_lm(seed=2)
-    ep.prune_with(other, "wanda", 0.5, calib=_calib() + 1)  # different calibration tokens
-    assert not torch.equal(get_weight(model_linears(other)["0.mlp.down_proj"]) != 0, ws["wanda"] != 0)
+    prune_with(other, "wanda", 0.5, calib=_calib() + 1)  # different calibration tokens
+    assert not torch.equal(get_weight(model_linears(other)["model.layers.0.mlp.down_proj"]) != 0, ws["wanda"] != 0)
 
 
 def test_prune_with_rejects_bad_input():
     with pytest.raises(ValueError, match="method='obs'"):
-        ep.prune_with(tiny_causal_lm(), "obs", 0.5)
+        prune_with(tiny_causal_lm(), "obs", 0.5)
     with pytest.raises(ValueError, match="calibration"):
-        ep.prune_with(tiny_causal_lm(), "wanda", 0.5)
+        prune_with(tiny_causal_lm(), "wanda", 0.5)
 
 
 def _row(shape, s, dense_ms, csr_ms) -> MatmulTiming:
@@ -110,11 +112,11 @@ def test_mlp_prune_runs_on_separable_data():
 
 def test_ci_points_cover_every_claim():
     pts = ep._points(Context("ci"))
-    names = {m: {ep.pattern_name(*p) for p in v} for m, v in pts.items()}
+    names = {m: {pattern_name(*p) for p in v} for m, v in pts.items()}
     assert {"10%", "30%", "70%"} <= names["magnitude"]
     assert "50%" in names["wanda"] and "50%" in names["sparsegpt"]  # C04, C05
     assert all(any(p in names[m] for m in ("wanda", "sparsegpt")) for p in ("30%", "50%", "70%"))  # C03, C28
-    full = {m: {ep.pattern_name(*p) for p in v} for m, v in ep._points(Context("laptop")).items()}
+    full = {m: {pattern_name(*p) for p in v} for m, v in ep._points(Context("laptop")).items()}
     assert "2:4" in full["wanda"] and "2:4" in full["sparsegpt"] and "90%" in full["wanda"]
 
 
@@ -135,14 +137,14 @@ def test_block_stats_match_the_sequential_engine_on_the_dense_model():
 
     run_sequential(model, calib, record, stats=HessianStats, device="cpu")  # changes nothing
     for b in (0, 1):
-        got = ep.block_stats(model, calib, b, HessianStats)
+        got = block_stats(model, calib, b, HessianStats)
         assert set(got) == set(seen[b])
         for n, s in got.items():
             torch.testing.assert_close(s.hessian(), seen[b][n])
-    norms = ep.block_stats(model, calib, 0, InputNormStats)["mlp.down_proj"].sq_norms()
+    norms = block_stats(model, calib, 0, InputNormStats)["mlp.down_proj"].sq_norms()
     assert norms.shape == (128,) and (norms > 0).all()
     with pytest.raises(ValueError, match="block=2"):
-        ep.block_stats(model, calib, 2)
+        block_stats(model, calib, 2)
 
 
 def test_verdict_c22_needs_both_sparsities_within_two_percent():

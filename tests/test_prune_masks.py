@@ -155,7 +155,7 @@ def test_sparsity_report_on_tiny_model():
     model = tiny_causal_lm(seed=0)
     rep = sparsity_report(model)
     assert rep.overall == 0.0 and len(rep.layers) == 2 * 7
-    assert rep.layers[0].name == "0.self_attn.q_proj"
+    assert rep.layers[0].name == "model.layers.0.self_attn.q_proj"
     magnitude_prune_model(model, 0.5)
     rep = sparsity_report(model)
     assert all(r.sparsity == 0.5 for r in rep.layers) and math.isclose(rep.overall, 0.5)

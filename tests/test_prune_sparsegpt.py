@@ -195,4 +195,4 @@ def test_sparsegpt_prune_model_tiny():
     for i, block in enumerate(decoder_blocks(model)):
         for name, lin in block_linears(block).items():
             w = get_weight(lin)
-            assert is_nm_sparse(w, 2, 4) and torch.equal(w != 0, masks[f"{i}.{name}"]) and torch.isfinite(w).all()
+            assert is_nm_sparse(w, 2, 4) and torch.equal(w != 0, masks[f"model.layers.{i}.{name}"]) and torch.isfinite(w).all()

@@ -67,9 +67,9 @@ def test_wanda_prune_model_matches_layer_function_on_block0():
     masks, report = wanda_prune_model(model, calib, 0.5, device="cpu")
     assert len(masks) == 14 and len(report.block_seconds) == 2
     for name, w in dense.items():
-        assert torch.equal(masks[f"0.{name}"], wanda_mask(w, sq[name], 0.5)), name
+        assert torch.equal(masks[f"model.layers.0.{name}"], wanda_mask(w, sq[name], 0.5)), name
     for i, block in enumerate(decoder_blocks(model)):
         for name, lin in block_linears(block).items():
             w = get_weight(lin)
             assert ((w == 0).sum(1) == n_to_prune(w.shape[1], 0.5)).all()
-            assert torch.equal(w != 0, masks[f"{i}.{name}"])
+            assert torch.equal(w != 0, masks[f"model.layers.{i}.{name}"])

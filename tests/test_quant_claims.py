@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from lessonlib.claims.exp_quant import (first_blocks, obq_vs_gptq, qat_copy, quantized_copy, layer_slice,
-                                        sparsegpt_vs_obs)
+from lessonlib.claims.exp_quant import obq_vs_gptq, qat_copy, layer_slice, sparsegpt_vs_obs
+from lessonlib.compress import first_blocks, quantized_copy
 from lessonlib.config import get_profile
 from lessonlib.models import block_linears, decoder_blocks, get_weight, tiny_causal_lm
 from lessonlib.quant.affine import QuantScheme, fake_quant

@@ -154,4 +154,4 @@ def test_cluster_model():
     assert len(sizes) == 14
     w = decoder_blocks(model)[0].mlp.up_proj.weight
     assert w.unique().numel() <= 8
-    assert sizes["0.mlp.up_proj"] == 128 * 64 * 3 // 8 + 8 * 4
+    assert sizes["model.layers.0.mlp.up_proj"] == 128 * 64 * 3 // 8 + 8 * 4

@@ -20,19 +20,18 @@ import time
 import torch
 from torch import nn
 
-from ..calib import HessianStats, capture_calibration, run_block
+from ..compress import prune_with
+from ..prune.masks import pattern_name
 from ..data import load_reviews
 from ..evaluate import measure_latency, perplexity
 from ..lottery.imp import LeNet300100, accuracy_of, mnist_splits, prunable_weights, train_masked
-from ..models import block_linears, decoder_blocks, get_weight
-from ..prune.magnitude import gradual_magnitude_prune, magnitude_mask, magnitude_prune_model
+from ..models import get_weight
+from ..prune.magnitude import gradual_magnitude_prune, magnitude_mask
 from ..prune.movement_task import dense_is_trained, finetune_dense, finetune_pruned, prune_schedule
 from ..prune.sparse_kernels import crossover_sparsity, sparse_matmul_table, to_2of4_semi_structured
-from ..prune.sparsegpt import sparsegpt_prune_model
-from ..prune.wanda import wanda_prune_model
 from . import Context, Outcome, experiment, rules
 
-__all__ = ["METHODS", "prune_with", "block_stats", "pattern_name", "mlp_prune_runs", "crossover_or_one", "cost_class",
+__all__ = ["METHODS", "mlp_prune_runs", "crossover_or_one", "cost_class",
            "verdict_c03", "verdict_c22", "verdict_c28", "LITTLE", "SIGNIFICANT"]
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -40,54 +39,6 @@ LITTLE, SIGNIFICANT = 0.10, 1.00  # C28: relative PPL increase < 10% is "little"
 
 
 # ------------------------------------------------------------------ helpers (also used by notebooks 06-08)
-def pattern_name(sparsity: float, keep_n: int = 0, group_m: int = 0) -> str:
-    """'50%' for unstructured, '2:4' for N:M (keep_n kept of every group_m)."""
-    return f"{keep_n}:{group_m}" if keep_n else f"{round(100 * sparsity)}%"
-
-
-def prune_with(model: nn.Module, method: str, sparsity: float, calib: torch.Tensor | None = None,
-               keep_n: int = 0, group_m: int = 0, device: str = "cpu") -> float:
-    """Prune ``model`` in place with one of ``METHODS``; returns the wall time in seconds.
-
-    magnitude: per matrix (no data); wanda / sparsegpt: calibrated block by block on ``calib`` (n, seqlen).
-    """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; choose one of {METHODS}")
-    if method != "magnitude" and calib is None:
-        raise ValueError(f"{method} needs calibration batches (calib=...)")
-    t0 = time.perf_counter()
-    if method == "magnitude":
-        magnitude_prune_model(model, sparsity, keep_n, group_m)
-    elif method == "wanda":
-        wanda_prune_model(model, calib, sparsity, keep_n, group_m, device=device)
-    else:
-        sparsegpt_prune_model(model, calib, sparsity, keep_n, group_m, device=device)
-    return time.perf_counter() - t0
-
-
-@torch.no_grad()
-def block_stats(model: nn.Module, calib: torch.Tensor, block: int = 0, stats=HessianStats) -> dict:
-    """Statistics (``stats(in_features)``, e.g. HessianStats or InputNormStats) of the inputs of every linear
-    layer of decoder block ``block`` of the *dense* model, on ``calib`` (n, seqlen).  Only the blocks up to
-    ``block`` run, so this is cheap for early blocks; for layer-level demos (OBS against SparseGPT)."""
-    blocks = decoder_blocks(model)
-    if not 0 <= block < len(blocks):
-        raise ValueError(f"block={block} is outside 0..{len(blocks) - 1}")
-    hiddens, kws = capture_calibration(model, calib, "cpu")
-    kw = kws[block]
-    for i in range(block):
-        hiddens = run_block(blocks[i], hiddens, kws[i])
-    linears = block_linears(blocks[block])
-    st = {n: stats(get_weight(m).shape[1], "cpu") for n, m in linears.items()}
-    handles = [m.register_forward_hook(lambda _m, inp, _o, s=st[n]: s.add(inp[0].detach())) for n, m in linears.items()]
-    try:
-        run_block(blocks[block], hiddens, kw)
-    finally:
-        for h in handles:
-            h.remove()
-    return st
-
-
 def crossover_or_one(rows) -> dict[str, float]:
     """``crossover_sparsity`` per shape as 'outxin' -> sparsity, with 1.0 where CSR never wins (a number the
     verdict rules can read: 'CSR wins from 100% on' means never)."""

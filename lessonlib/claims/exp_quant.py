@@ -7,15 +7,14 @@ groups of 64 (a different grid: RTN at g64 really loses information).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from ..calib import HessianStats
+from ..calib import HessianStats, block_stats
+from ..compress import quantized_copy
 from ..config import Profile
 from ..data import calibration_batches
 from ..evaluate import perplexity
@@ -23,18 +22,13 @@ from ..models import block_linears, decoder_blocks, get_weight
 from ..prune.obs import mask_to_order, obs_prune
 from ..prune.sparsegpt import sparsegpt_prune
 from ..quant.affine import QuantScheme, fake_quant
-from ..quant.awq import awq_quantize_model, awq_scales
-from ..quant.gptq import gptq_quantize, gptq_quantize_model, hessian_error
+from ..quant.awq import awq_scales
+from ..quant.gptq import gptq_quantize, hessian_error
 from ..quant.obq import obq_quantize
 from ..quant.qat_train import qat_finetune
-from ..quant.rtn import rtn_quantize_model
 from . import Context, Outcome, experiment, rules
-from .exp_prune import block_stats
 
-__all__ = ["METHODS", "QAT_RECIPE", "first_blocks", "quantized_copy", "qat_copy", "layer_slice", "obq_vs_gptq",
-           "sparsegpt_vs_obs", "ci_blocks", "awq_alpha_curve"]
-
-METHODS = ("rtn", "gptq", "awq")
+__all__ = ["QAT_RECIPE", "qat_copy", "layer_slice", "obq_vs_gptq", "sparsegpt_vs_obs", "ci_blocks", "awq_alpha_curve"]
 # Measured on SmolLM2, 3-bit g64, 12 steps of 4 x 256 calibration tokens: Adam 1e-4 with a cosine decay to 0
 # took the perplexity on 4 x 256 held-out tokens from 176.6 (RTN) to 57.3.
 QAT_RECIPE = {"optimizer": "adam", "lr": 1e-4}
@@ -44,50 +38,6 @@ def ci_blocks(profile: Profile, n_ci: int = 4) -> int | None:
     """How many leading decoder blocks a slow method (GPTQ / AWQ in a notebook) quantizes: ``n_ci`` under
     the ``ci`` profile, all (None) otherwise."""
     return n_ci if profile.name == "ci" else None
-
-
-@contextlib.contextmanager
-def first_blocks(model: nn.Module, n: int | None) -> Iterator[nn.Module]:
-    """Within the block, ``model`` has only its first ``n`` decoder blocks (None: all), so a sequential
-    driver compresses (and runs) only those; the removed blocks come back afterwards, untouched."""
-    blocks = decoder_blocks(model)
-    if n is None:
-        yield model
-        return
-    if not 1 <= n <= len(blocks):
-        raise ValueError(f"n={n} blocks is outside 1..{len(blocks)}")
-    rest = list(blocks)[n:]
-    del blocks[n:]
-    try:
-        yield model
-    finally:
-        blocks.extend(rest)
-
-
-def _block_linear_ids(model: nn.Module, n: int | None) -> set[int]:
-    blocks = list(decoder_blocks(model))[:n]
-    return {id(m) for b in blocks for m in block_linears(b).values()}
-
-
-def quantized_copy(model: nn.Module, method: str, scheme: QuantScheme, calib: torch.Tensor | None = None,
-                   n_blocks: int | None = None, **kw) -> tuple[nn.Module, float]:
-    """A deep copy of ``model`` whose decoder-block linears (of the first ``n_blocks`` blocks; None = all) are
-    fake-quantized by ``method`` ("rtn", "gptq" or "awq"; extra keywords go to the model-level driver),
-    and the seconds the quantization took."""
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; choose one of {METHODS}")
-    if method != "rtn" and calib is None:
-        raise ValueError(f"{method} needs calibration batches (N, T)")
-    m = copy.deepcopy(model)
-    t0 = time.perf_counter()
-    if method == "rtn":
-        ids = _block_linear_ids(m, n_blocks)
-        rtn_quantize_model(m, scheme, filter_fn=lambda mod, _n: id(mod) in ids)
-    else:
-        driver = gptq_quantize_model if method == "gptq" else awq_quantize_model
-        with first_blocks(m, n_blocks):
-            driver(m, calib, scheme, **kw)
-    return m, time.perf_counter() - t0
 
 
 def qat_copy(model: nn.Module, calib: torch.Tensor, scheme: QuantScheme, profile: Profile, **kw):
@@ -133,7 +83,7 @@ def obq_vs_gptq(W: torch.Tensor, H: torch.Tensor, scheme: QuantScheme) -> dict:
     layer error tr(dW H dW^T) of each method, and each method's seconds."""
     out: dict = {}
     t = time.perf_counter()
-    g = gptq_quantize(W, H, scheme.bits, scheme.group_size, scheme.sym, block_size=W.shape[1])
+    g = gptq_quantize(W, H, scheme, block_size=W.shape[1])
     out["seconds_gptq"] = time.perf_counter() - t
     t = time.perf_counter()
     o = obq_quantize(W, H, scheme, order="fixed")

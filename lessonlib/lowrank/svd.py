@@ -16,16 +16,19 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-from ..models import block_linears, decoder_blocks, get_weight
+from ..calib import ModuleNames
+from ..models import block_linears, decoder_blocks, get_weight, replace_submodule
 from ..atomic import atomic
-from ..checks import finite, fraction, short
+from ..checks import finite, fraction, positive_int, short
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 
-__all__ = ["svd_split", "factorize_linear", "low_rank_linear", "rank_from_energy", "rank_from_knee",
+__all__ = ["SVDConfig", "svd_split", "factorize_linear", "low_rank_linear", "rank_from_energy", "rank_from_knee",
            "whitened_svd_split", "asvd_split", "lowrank_params", "breakeven_rank", "lowrank_model",
            "cholesky_damped"]
 
@@ -175,21 +178,17 @@ def breakeven_rank(out_features: int, in_features: int) -> int:
     return max(0, (out_features * in_features - 1) // (out_features + in_features))
 
 
-def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
-
-
 @atomic
 def lowrank_model(model: nn.Module, energy: float | None = 0.9, rank_fn: Callable[[torch.Tensor], int] | None = None,
                   calib: torch.Tensor | None = None,
-                  layer_filter: Callable[[str], bool] | None = None) -> dict[str, dict[str, int]]:
+                  filter_fn: FilterFn | None = None) -> dict[str, dict[str, int]]:
     """Factorise every decoder-block linear layer whose chosen rank actually saves parameters.
 
     The rank comes from ``rank_fn(singular values)`` or else ``rank_from_energy(s, energy)``; with ``calib``
     (LongTensor (n, T) of token ids) the spectrum and split are the whitened ones (SVD-LLM), computed
     block by block on compressed-model inputs through ``lessonlib.calib.run_sequential``.  Returns per layer
-    ``{"rank", "params_before", "params_after"}`` (after == before and rank == -1 when skipped as not smaller).
+    ``{"rank", "params_before", "params_after"}`` (after == before and rank == -1 when skipped as not smaller),
+    by fully qualified layer name; ``filter_fn(module, fqn)`` selects layers (default: all of them).
     """
     if rank_fn is None and energy is None:
         raise ValueError("give energy= or rank_fn=")
@@ -197,10 +196,12 @@ def lowrank_model(model: nn.Module, energy: float | None = 0.9, rank_fn: Callabl
     require(model, "svd")  # encoders, MoE expert tensors: refused, never skipped silently
     pick = rank_fn or (lambda s: rank_from_energy(s, energy))
     report: dict[str, dict[str, int]] = {}
+    fqn = ModuleNames(model)
 
     def compress(i: int, block: nn.Module, stats: dict) -> None:
         for name, lin in block_linears(block).items():
-            if layer_filter is not None and not layer_filter(name):
+            full = fqn[id(lin)]
+            if filter_fn is not None and not filter_fn(lin, full):
                 continue
             w = get_weight(lin)  # (out, in)
             xtx = stats[name].hessian() if name in stats else None
@@ -210,10 +211,10 @@ def lowrank_model(model: nn.Module, energy: float | None = 0.9, rank_fn: Callabl
             has_bias = getattr(lin, "bias", None) is not None
             before = out_f * in_f + (out_f if has_bias else 0)
             if r > breakeven_rank(out_f, in_f):
-                report[f"{i}.{name}"] = {"rank": -1, "params_before": before, "params_after": before}
+                report[full] = {"rank": -1, "params_before": before, "params_after": before}
                 continue
-            _set_child(block, name, factorize_linear(lin, r, xtx))
-            report[f"{i}.{name}"] = {"rank": r, "params_before": before,
+            replace_submodule(block, name, factorize_linear(lin, r, xtx))
+            report[full] = {"rank": r, "params_before": before,
                                      "params_after": lowrank_params(out_f, in_f, r, has_bias)}
 
     if calib is None:
@@ -223,5 +224,40 @@ def lowrank_model(model: nn.Module, energy: float | None = 0.9, rank_fn: Callabl
     else:
         from ..calib import HessianStats, run_sequential
 
-        run_sequential(model, calib, compress, stats=HessianStats, layer_filter=layer_filter)
+        run_sequential(model, calib, compress, stats=HessianStats, filter_fn=filter_fn)
     return report
+
+
+@dataclass(frozen=True)
+class SVDConfig(TechniqueConfig):
+    """Truncated SVD of each layer for ``compress_``: the rank keeps the fraction ``energy`` of the spectral
+    energy, or is the fixed ``rank`` (give one of them); ``whitened`` uses SVD-LLM's data whitening (needs
+    calibration batches).  A layer whose rank would not save parameters is left as it is."""
+
+    method: ClassVar[str] = "svd"
+    energy: float | None = None
+    rank: int | None = None
+    whitened: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.energy is None) == (self.rank is None):
+            raise ValueError(f"SVDConfig needs exactly one of energy= or rank= (got energy={self.energy!r}, "
+                             f"rank={self.rank!r})")
+        if self.energy is not None:
+            fraction("energy", self.energy, lo_open=True, hi_open=False)
+        if self.rank is not None:
+            positive_int("rank", self.rank)
+        if not isinstance(self.whitened, bool):
+            raise TypeError(f"SVDConfig(whitened={self.whitened!r}) must be a bool")
+
+    def requires_calib(self) -> bool:
+        return self.whitened
+
+
+@register(SVDConfig)
+def _apply_svd(model: nn.Module, cfg: SVDConfig, calib: torch.Tensor | None, filter_fn: FilterFn | None,
+               device: str) -> dict[str, LayerResult]:
+    rank_fn = None if cfg.rank is None else (lambda s: min(cfg.rank, s.numel()))
+    rep = lowrank_model(model, energy=cfg.energy, rank_fn=rank_fn, calib=calib if cfg.whitened else None,
+                        filter_fn=filter_fn)
+    return {n: LayerResult(stats=dict(r)) for n, r in rep.items()}

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..checks import short
 
 __all__ = ["Stage", "Recipe", "STAGES", "SCENARIOS", "ARCH_STAGES", "load_recipe", "validate_recipe",
-           "parse_nm"]
+           "parse_nm", "stage_pattern", "stage_config"]
 
 SCENARIOS = ("cloud", "edge", "realtime", "mobile", "custom")
 MAX_RECIPE_BYTES = 64 * 1024  # a recipe file is a few hundred bytes; anything larger is refused unread
@@ -76,6 +76,43 @@ def parse_nm(nm: str | None) -> tuple[int, int]:
     if not 0 < n < m:
         raise ValueError(f"nm={nm!r}: need 0 < N < M")
     return n, m
+
+
+def stage_pattern(params: dict):
+    """The sparsity pattern a prune/joint stage asks for: ``NM(n, m)`` when it gives ``nm``, else
+    ``Unstructured(sparsity)``."""
+    from ..prune.masks import NM, Unstructured
+    n, m = parse_nm(params.get("nm"))
+    return NM(n, m) if n else Unstructured(params["sparsity"])
+
+
+def stage_config(st: "Stage", profile=None, seed: int = 0):
+    """The ``compress_`` config of a stage that applies one registered technique (quantize/*, prune/magnitude,
+    wanda, sparsegpt, factorise/svd, share/cluster, joint/sparsegpt_quant), else None (structural stages,
+    distillation, tying, entropy coding have their own code).  ``profile`` fills QAT's steps / lr / batch.
+    A QAT stage with ``steps: 0`` is plain round-to-nearest (no training), so it parses into ``RTNConfig``."""
+    from ..compress import (AWQConfig, ClusterConfig, GPTQConfig, MagnitudeConfig, QATConfig, QuantScheme,
+                            RTNConfig, SparseGPTConfig, SVDConfig, WandaConfig)
+    p, key = st.params, (st.stage, st.method)
+    scheme = QuantScheme(p["bits"], p["group_size"], p["sym"]) if "bits" in p else None
+    if key == ("quantize", "qat"):
+        from ..config import get_profile
+        prof = get_profile(profile)
+        steps = prof.train_steps if p["steps"] is None else p["steps"]
+        if steps == 0:
+            return RTNConfig(scheme)
+        return QATConfig(scheme, steps=steps, lr=p["lr"] or prof.lr, batch_size=prof.batch_size, optimizer="adam",
+                         seed=seed)
+    build = {("quantize", "rtn"): lambda: RTNConfig(scheme),
+             ("quantize", "gptq"): lambda: GPTQConfig(scheme, act_order=p["act_order"]),
+             ("quantize", "awq"): lambda: AWQConfig(scheme),
+             ("prune", "magnitude"): lambda: MagnitudeConfig(stage_pattern(p)),
+             ("prune", "wanda"): lambda: WandaConfig(stage_pattern(p)),
+             ("prune", "sparsegpt"): lambda: SparseGPTConfig(stage_pattern(p)),
+             ("factorise", "svd"): lambda: SVDConfig(energy=p["energy"], whitened=p["whitened"]),
+             ("share", "cluster"): lambda: ClusterConfig(p["k"]),
+             ("joint", "sparsegpt_quant"): lambda: SparseGPTConfig(stage_pattern(p), quant=scheme)}
+    return build[key]() if key in build else None
 
 
 def _nm_ok(v: Any) -> bool:

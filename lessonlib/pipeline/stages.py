@@ -1,4 +1,6 @@
-"""One thin function per recipe stage: each calls the technique's own model-level driver and tags the
+"""One thin function per recipe stage: each parses its stage into a technique config
+(``recipe.stage_config``), applies it with ``lessonlib.compress.compress_`` (or, for structural stages,
+calls the technique's own function) and tags the
 modules with their storage format (``size.WeightFormat`` / sparse flag) so ``size.storage_report`` can
 count real bytes.
 
@@ -24,20 +26,17 @@ from ..coding import huffman_encode, rans_encode
 from ..config import Profile
 from ..distill import DistillConfig, distill
 from ..distill.lm_task import CachedTeacher, lm_student
-from ..lowrank import lowrank_model
+from ..compress import compress_
 from ..layout import require
-from ..models import decoder_blocks, get_weight, is_linear_like, set_weight
-from ..prune import magnitude_prune_model, sparsegpt_prune_model, wanda_prune_model
-from ..quant import (QuantScheme, awq_quantize_model, compute_qparams, fake_quant, gptq_quantize_model,
-                     rtn_quantize_model)
+from ..models import decoder_blocks, get_weight, linear_modules, set_weight
+from ..quant import QuantScheme, compute_qparams, fake_quant
 from ..quant.affine import dequantize_codes, expand_qparams, quantize_codes
-from ..quant.qat_train import qat_finetune
-from ..quant.qlinear import replace_module
-from ..share import cluster_model, tie_blocks
-from .recipe import Stage, parse_nm
+from ..share import tie_blocks
+from ..technique import CompressResult
+from .recipe import Stage, stage_config
 from .size import FORMAT_ATTR, SPARSE_ATTR, WeightFormat
 
-__all__ = ["StageContext", "run_stage", "block_linear_modules", "column_group_quantizer"]
+__all__ = ["StageContext", "run_stage", "block_linear_modules"]
 
 
 @dataclass
@@ -54,12 +53,17 @@ class StageContext:
 
 def block_linear_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer inside the decoder blocks, by fully qualified name (the layers stages compress)."""
-    inside = {id(m) for b in decoder_blocks(model) for m in b.modules()}
-    return {n: m for n, m in model.named_modules() if is_linear_like(m) and id(m) in inside}
+    return linear_modules(model)
 
 
 def _scheme(p: dict) -> QuantScheme:
     return QuantScheme(p["bits"], p["group_size"], p["sym"])
+
+
+def _apply(model: nn.Module, st: Stage, ctx: StageContext, n_calib: int | None = None) -> CompressResult:
+    """``compress_`` with the stage's config, on the context's calibration batches when the config needs them."""
+    cfg = stage_config(st, ctx.profile, ctx.seed)
+    return compress_(model, cfg, ctx.batches(n_calib) if cfg.requires_calib() else None, device=ctx.device)
 
 
 def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -115,24 +119,6 @@ def _quant_embeddings(model: nn.Module, scheme: QuantScheme) -> None:
             setattr(m, FORMAT_ATTR, WeightFormat("quant", scheme))
 
 
-def column_group_quantizer(weight: torch.Tensor, scheme: QuantScheme) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A column quantizer for joint SparseGPT: the grid of each group is fitted once on ``weight`` (out, in);
-    the j-th call rounds column j (SparseGPT visits columns left to right exactly once)."""
-    scales, zeros = compute_qparams(weight, scheme)  # (rows, G)
-    s = expand_qparams(scales, weight.shape[1])  # (rows, in)
-    z = expand_qparams(zeros, weight.shape[1])
-    col = [0]
-
-    def q(w_col: torch.Tensor) -> torch.Tensor:  # (out,)
-        j = col[0]
-        if j >= weight.shape[1]:
-            raise RuntimeError(f"column quantizer called {j + 1} times for {weight.shape[1]} columns")
-        col[0] += 1
-        sj, zj = s[:, j].to(w_col.device), z[:, j].to(w_col.device)
-        return dequantize_codes(quantize_codes(w_col, sj, zj, scheme), sj, zj).to(w_col.dtype)
-    return q
-
-
 # ----------------------------------------------------------------------------- the stages
 def _distill(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
     p, prof = st.params, ctx.profile
@@ -159,38 +145,18 @@ def _distill(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module,
 def _quantize(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
     p, scheme = st.params, _scheme(st.params)
     masks = _masks(model)
-    mods = block_linear_modules(model)
-    fmt = {n: WeightFormat("quant", scheme) for n in mods}
-    if st.method == "rtn":
-        rtn_quantize_model(model, scheme, filter_fn=lambda m, n: n in mods)
-    elif st.method == "gptq":
-        res = gptq_quantize_model(model, ctx.batches(), scheme, act_order=p["act_order"], device=ctx.device)
-        for n, r in res.items():
+    res = _apply(model, st, ctx)
+    fmt = {n: WeightFormat("quant", scheme) for n in block_linear_modules(model)}
+    for n, r in res.packed().items():
+        if st.method == "gptq":  # the grid GPTQ chose, so packing and entropy coding reproduce it exactly
             fmt[n] = WeightFormat("quant", scheme, qparams=(r.scales.cpu(), r.zeros.cpu(),
                                                             None if r.g_idx is None else r.g_idx.cpu()))
-    elif st.method == "awq":
-        res = awq_quantize_model(model, ctx.batches(), scheme, device=ctx.device)
-        for n, r in res.items():
+        elif st.method == "awq":
             fmt[n] = WeightFormat("quant", scheme, awq_scale=r.scales.detach().float().cpu())
-    else:  # qat: fine-tune through fake quantization, then keep the rounded weights in plain Linear layers
-        prof = ctx.profile
-        steps = prof.train_steps if p["steps"] is None else p["steps"]
-        if steps > 0:
-            qat_finetune(model, ctx.batches(), scheme, steps, p["lr"] or prof.lr, batch_size=prof.batch_size,
-                         optimizer="adam", seed=ctx.seed, filter_fn=lambda m, n: n in mods)
-        for n in mods:
-            m = model.get_submodule(n)
-            w = get_weight(m)  # (out, in), also for GPT-2's Conv1D
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None, device=w.device, dtype=w.dtype)
-            with torch.no_grad():
-                lin.weight.copy_(fake_quant(w, scheme))
-                if m.bias is not None:
-                    lin.bias.copy_(m.bias)
-            setattr(lin, SPARSE_ATTR, n in masks)  # prepare_qat built new modules: restore the flag
-            replace_module(model, n, lin)
-        for q in model.parameters():
-            q.requires_grad_(True)
-        mods = block_linear_modules(model)
+    mods = block_linear_modules(model)
+    for n, m in mods.items():  # QAT built new modules: restore the sparse flag
+        if n in masks:
+            setattr(m, SPARSE_ATTR, True)
     _reapply(model, masks)
     _tag(mods, lambda n: fmt[n])
     if p["embeddings"]:
@@ -199,22 +165,14 @@ def _quantize(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module
 
 
 def _unstructured(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
-    p = st.params
-    n, m = parse_nm(p["nm"])  # N:M = n kept of every m
-    sparsity = (m - n) / m if n else p["sparsity"]
-    if st.method == "magnitude":
-        magnitude_prune_model(model, sparsity, n, m)
-    elif st.method == "wanda":
-        wanda_prune_model(model, ctx.batches(), sparsity, n, m, device=ctx.device)
-    else:
-        sparsegpt_prune_model(model, ctx.batches(), sparsity, n, m, device=ctx.device)
+    res = _apply(model, st, ctx)
     for mod in block_linear_modules(model).values():
         fmt = getattr(mod, FORMAT_ATTR, None)
         if fmt is not None:  # pruned after quantization: stay on the grid, zeros stay zeros
             w = get_weight(mod)
             set_weight(mod, _onto_grid(w, fmt) * (w != 0))
         setattr(mod, SPARSE_ATTR, True)
-    return model, {"sparsity": sparsity, "nm": p["nm"]}
+    return model, {"sparsity": res.config.pattern.sparsity, "nm": st.params["nm"]}
 
 
 def _structured(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
@@ -252,10 +210,8 @@ def _structured(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Modu
 
 
 def _factorise(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
-    calib = ctx.batches(4) if st.params["whitened"] else None
-    rep = lowrank_model(model, energy=st.params["energy"], calib=calib)
-    done = sum(1 for r in rep.values() if r["rank"] > 0)
-    return model, {"factorised_layers": done, "of": len(rep)}
+    ranks = _apply(model, st, ctx, n_calib=4).stats("rank")
+    return model, {"factorised_layers": sum(1 for r in ranks.values() if r > 0), "of": len(ranks)}
 
 
 def _share(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
@@ -264,7 +220,7 @@ def _share(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, d
         return model, {"groups": len(groups)}
     k = st.params["k"]
     masks = _masks(model)
-    cluster_model(model, k, keep_zero=True)
+    _apply(model, st, ctx)
     _reapply(model, masks)
     _tag(block_linear_modules(model), lambda n: WeightFormat("cluster", k=k))
     return model, {"k": k}
@@ -302,23 +258,13 @@ def _entropy_code(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Mo
 
 
 def _joint(model: nn.Module, st: Stage, ctx: StageContext) -> tuple[nn.Module, dict]:
-    p, scheme = st.params, _scheme(st.params)
-    n, m = parse_nm(p["nm"])  # N:M = n kept of every m
-    sparsity = (m - n) / m if n else p["sparsity"]
-    grids: dict[str, tuple] = {}
-
-    def factory(name: str, w: torch.Tensor):
-        grids[name] = compute_qparams(w, scheme)  # (rows, G) each, fitted on the weight SparseGPT starts from
-        return column_group_quantizer(w, scheme)
-
-    sparsegpt_prune_model(model, ctx.batches(), sparsity, n, m, device=ctx.device, quant_factory=factory)
-    for i, block in enumerate(decoder_blocks(model)):
-        for name, mod in block.named_modules():
-            if f"{i}.{name}" in grids:
-                sc, ze = grids[f"{i}.{name}"]
-                setattr(mod, FORMAT_ATTR, WeightFormat("quant", scheme, qparams=(sc.cpu(), ze.cpu(), None)))
-                setattr(mod, SPARSE_ATTR, True)
-    return model, {"sparsity": sparsity, "scheme": str(scheme)}
+    scheme = _scheme(st.params)
+    res = _apply(model, st, ctx)
+    for name, (sc, ze) in res.packed().items():  # the grid of each layer, fitted on the weight SparseGPT started from
+        mod = model.get_submodule(name)
+        setattr(mod, FORMAT_ATTR, WeightFormat("quant", scheme, qparams=(sc.cpu(), ze.cpu(), None)))
+        setattr(mod, SPARSE_ATTR, True)
+    return model, {"sparsity": res.config.pattern.sparsity, "scheme": str(scheme)}
 
 
 _RUNNERS = {"distill": _distill, "quantize": _quantize, "factorise": _factorise, "share": _share,

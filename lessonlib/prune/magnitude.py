@@ -12,18 +12,20 @@ Masks are bool, True = keep; N:M and sparsity conventions are those of ``lessonl
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
 from ..experts import unrolled_model_experts
 from ..models import get_weight, set_weight
-from .masks import (apply_mask, check_sparsity, model_linears, n_to_prune, nm_mask, prune_lowest, register_mask,
-                    resolve_sparsity)
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
+from .masks import (SparsityPattern, Unstructured, apply_mask, as_pattern, check_sparsity, model_linears, n_to_prune,
+                    nm_mask, prune_lowest, register_mask, resolve_sparsity)
 from ..atomic import atomic
 
-__all__ = ["magnitude_mask", "magnitude_row_mask", "global_magnitude_masks", "magnitude_prune_model",
+__all__ = ["MagnitudeConfig", "magnitude_mask", "magnitude_row_mask", "global_magnitude_masks", "magnitude_prune_model",
            "cubic_sparsity", "gradual_magnitude_prune"]
 
 _SCOPES = ("layer", "row", "global")
@@ -81,8 +83,9 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float,
 
 @atomic
 def magnitude_prune_model(model: nn.Module, sparsity: float, keep_n: int = 0, group_m: int = 0,
-                          scope: str = "layer") -> dict[str, torch.Tensor]:
-    """Magnitude-prune every linear layer of the transformer blocks in place; returns name -> keep-mask.
+                          scope: str = "layer", filter_fn: FilterFn | None = None) -> dict[str, torch.Tensor]:
+    """Magnitude-prune every linear layer of the transformer blocks (or those ``filter_fn(module, fqn)``
+    selects) in place; returns fully qualified layer name -> keep-mask.
 
     scope: ``"layer"`` (each matrix on its own), ``"row"`` (each output row) or ``"global"`` (one
     threshold over all of them).  N:M (``keep_n, group_m``) is only defined per layer.
@@ -92,7 +95,10 @@ def magnitude_prune_model(model: nn.Module, sparsity: float, keep_n: int = 0, gr
     if keep_n and scope != "layer":
         raise ValueError(f"N:M pruning is per matrix; use scope='layer', not {scope!r}")
     with unrolled_model_experts(model):  # MoE: every expert's slice too
-        return _magnitude_prune(model_linears(model), sparsity, keep_n, group_m, scope)
+        layers = {n: m for n, m in model_linears(model).items() if filter_fn is None or filter_fn(m, n)}
+        if not layers:
+            raise ValueError("magnitude_prune_model selected no linear layer; check filter_fn")
+        return _magnitude_prune(layers, sparsity, keep_n, group_m, scope)
 
 
 def _magnitude_prune(layers: dict[str, nn.Module], sparsity: float, keep_n: int, group_m: int,
@@ -106,6 +112,29 @@ def _magnitude_prune(layers: dict[str, nn.Module], sparsity: float, keep_n: int,
     for n, m in layers.items():
         set_weight(m, apply_mask(get_weight(m), masks[n]))
     return masks
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig(TechniqueConfig):
+    """Magnitude pruning (Han et al. 2015) for ``compress_``: ``pattern`` (``Unstructured(s)``, ``NM(n, m)`` or a
+    bare sparsity) within the comparison group ``scope`` ("layer", "row" or "global"); no data needed."""
+
+    method: ClassVar[str] = "magnitude"
+    pattern: SparsityPattern | float = Unstructured(0.5)
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", as_pattern(self.pattern))
+        if self.scope not in _SCOPES:
+            raise ValueError(f"MagnitudeConfig(scope={self.scope!r}); choose one of {_SCOPES}")
+
+
+@register(MagnitudeConfig)
+def _apply_magnitude(model: nn.Module, cfg: MagnitudeConfig, calib: torch.Tensor | None, filter_fn: FilterFn | None,
+                     device: str) -> dict[str, LayerResult]:
+    masks = magnitude_prune_model(model, *cfg.pattern.args(), scope=cfg.scope, filter_fn=filter_fn)
+    mods = dict(model.named_modules())
+    return {n: LayerResult(weight=get_weight(mods[n]) if n in mods else None, mask=m) for n, m in masks.items()}
 
 
 def cubic_sparsity(step: int, final_sparsity: float, initial_sparsity: float = 0.0, start_step: int = 0,

@@ -28,6 +28,7 @@ from torch import nn
 from ..models import LayoutError, _is_conv1d, block_linears, decoder_blocks, encoder_blocks, get_weight
 
 __all__ = [
+    "Unstructured", "NM", "SparsityPattern", "as_pattern", "pattern_of", "pattern_name",
     "check_sparsity", "check_nm", "resolve_sparsity", "n_to_prune", "check_mask", "prune_lowest_count", "prune_lowest", "nm_mask",
     "is_nm_sparse", "apply_mask", "sparsity", "overall_sparsity", "MaskHandle", "register_mask",
     "remove_mask", "model_linears", "LayerSparsity", "SparsityReport", "sparsity_report",
@@ -79,6 +80,71 @@ def resolve_sparsity(sparsity: float, keep_n: int, group_m: int, in_features: in
                              f"{nm:g}; pass sparsity={nm:g} (or keep_n=group_m=0 for unstructured)")
         return nm
     return s
+
+
+@dataclass(frozen=True)
+class Unstructured:
+    """Prune the fraction ``sparsity`` (in [0, 1)) of each layer's weights, anywhere in the matrix (the
+    comparison group is the technique's: per row for Wanda and SparseGPT, per matrix for magnitude)."""
+
+    sparsity: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
+
+    def args(self) -> tuple[float, int, int]:
+        """``(sparsity, keep_n, group_m)``, the arguments of the layer-level functions."""
+        return self.sparsity, 0, 0
+
+    def __str__(self) -> str:
+        return f"{round(100 * self.sparsity)}%"
+
+
+@dataclass(frozen=True)
+class NM:
+    """N:M: ``keep_n`` weights *kept* of every ``group_m`` consecutive input weights (``NM(2, 4)`` is 2:4)."""
+
+    keep_n: int = 2
+    group_m: int = 4
+
+    def __post_init__(self) -> None:
+        if not check_nm(self.keep_n, self.group_m):
+            raise ValueError("NM(0, 0) is no pattern; use Unstructured(sparsity) for unstructured pruning")
+
+    @property
+    def sparsity(self) -> float:
+        return (self.group_m - self.keep_n) / self.group_m
+
+    def args(self) -> tuple[float, int, int]:
+        return self.sparsity, self.keep_n, self.group_m
+
+    def __str__(self) -> str:
+        return f"{self.keep_n}:{self.group_m}"
+
+
+SparsityPattern = Unstructured | NM
+
+
+def as_pattern(pattern: SparsityPattern | float) -> SparsityPattern:
+    """A pattern from ``Unstructured(s)``, ``NM(n, m)`` or a bare sparsity (a float in [0, 1): unstructured)."""
+    if isinstance(pattern, (Unstructured, NM)):
+        return pattern
+    if isinstance(pattern, bool) or not isinstance(pattern, (int, float)):
+        raise TypeError(f"pattern={pattern!r} must be Unstructured(sparsity), NM(keep_n, group_m) or a sparsity in "
+                        f"[0, 1), got {type(pattern).__name__}")
+    return Unstructured(pattern)
+
+
+def pattern_of(sparsity: float, keep_n: int = 0, group_m: int = 0) -> SparsityPattern:
+    """The typed pattern of the older ``(sparsity, keep_n, group_m)`` arguments (checked by ``resolve_sparsity``:
+    under N:M ``sparsity`` must equal 1 - keep_n / group_m)."""
+    resolve_sparsity(sparsity, keep_n, group_m)
+    return NM(keep_n, group_m) if keep_n or group_m else Unstructured(sparsity)
+
+
+def pattern_name(sparsity: float, keep_n: int = 0, group_m: int = 0) -> str:
+    """'50%' for unstructured, '2:4' for N:M (keep_n kept of every group_m): ``str(pattern_of(...))``."""
+    return str(pattern_of(sparsity, keep_n, group_m))
 
 
 def n_to_prune(numel: int, sparsity: float) -> int:
@@ -249,14 +315,17 @@ def remove_mask(module: nn.Module) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- model-level report
 def model_linears(model: nn.Module) -> dict[str, nn.Module]:
-    """Every linear layer of the transformer blocks as ``{"<block>.<name>": module}`` (decoder or encoder)."""
+    """Every linear layer of the transformer blocks (decoder or encoder) by fully qualified name (also a MoE
+    expert's per-expert view while ``experts.unrolled_model_experts`` is active)."""
+    from ..calib import ModuleNames
     from ..layout import check_coverage
     check_coverage(model, "pruning the blocks' linear layers")
     try:
         blocks = decoder_blocks(model)
     except LayoutError:
         blocks = encoder_blocks(model)
-    return {f"{i}.{n}": m for i, b in enumerate(blocks) for n, m in block_linears(b).items()}
+    fqn = ModuleNames(model)
+    return {fqn[id(m)]: m for b in blocks for m in block_linears(b).values()}
 
 
 @dataclass(frozen=True)

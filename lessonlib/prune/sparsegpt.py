@@ -12,18 +12,21 @@ matrix product per block (Algorithm 1, last line).
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-from ..calib import HessianStats, SequentialReport, run_sequential
+from ..calib import HessianStats, ModuleNames, SequentialReport, run_sequential
 from ..hessian import damped_inverse, prepare_layer
-from ..models import block_linears, get_weight, set_weight
-from .masks import _check_matrix, check_mask, check_nm, n_to_prune, nm_mask, prune_lowest_count, resolve_sparsity
+from ..models import get_weight, set_weight
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
+from .masks import (SparsityPattern, Unstructured, _check_matrix, as_pattern, check_mask, check_nm, n_to_prune,
+                    nm_mask, prune_lowest_count, resolve_sparsity)
 from ..atomic import atomic
 
-__all__ = ["sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
+__all__ = ["SparseGPTConfig", "sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -113,24 +116,70 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
 def sparsegpt_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, keep_n: int = 0,
                           group_m: int = 0, block_size: int = 128, percdamp: float = 0.01,
                           quant_factory: Callable[[str, torch.Tensor], Quantizer] | None = None,
-                          device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor], SequentialReport]:
-    """SparseGPT on every linear layer of the decoder blocks, block by block (``run_sequential``, HessianStats).
+                          device: torch.device | str = "auto",
+                          filter_fn: FilterFn | None = None) -> tuple[dict[str, torch.Tensor], SequentialReport]:
+    """SparseGPT on every linear layer of the decoder blocks (or those ``filter_fn(module, fqn)`` selects),
+    block by block (``run_sequential``, HessianStats).
 
-    ``quant_factory(name, weight)`` (optional) returns the column quantizer for one layer, e.g. fake-quant
-    with scales fitted to that weight.  Weights change in place.  Returns (``"<block>.<layer>"`` -> keep-mask,
-    timing report).
+    ``quant_factory(fqn, weight)`` (optional) returns the column quantizer for one layer, e.g. fake-quant
+    with scales fitted to that weight.  Weights change in place.  Returns (fully qualified layer name ->
+    keep-mask, timing report).
     """
     resolve_sparsity(sparsity, keep_n, group_m)
     masks: dict[str, torch.Tensor] = {}
+    fqn = ModuleNames(model)
 
     def compress(i: int, block: nn.Module, stats: dict[str, HessianStats]) -> None:
-        for name, lin in block_linears(block).items():
+        for name, st in stats.items():
+            lin = block.get_submodule(name)
             w = get_weight(lin)  # (out, in)
-            quant = quant_factory(f"{i}.{name}", w) if quant_factory is not None else None
-            new, mask = sparsegpt_prune(w, stats[name].hessian(), sparsity, keep_n, group_m, block_size,
-                                        percdamp, quant)
+            quant = quant_factory(fqn[id(lin)], w) if quant_factory is not None else None
+            new, mask = sparsegpt_prune(w, st.hessian(), sparsity, keep_n, group_m, block_size, percdamp, quant)
             set_weight(lin, new)
-            masks[f"{i}.{name}"] = mask.cpu()
+            masks[fqn[id(lin)]] = mask.cpu()
 
-    report = run_sequential(model, calib_batches, compress, stats=HessianStats, device=device)
+    report = run_sequential(model, calib_batches, compress, stats=HessianStats, device=device, filter_fn=filter_fn)
     return masks, report
+
+
+@dataclass(frozen=True)
+class SparseGPTConfig(TechniqueConfig):
+    """SparseGPT (Frantar & Alistarh 2023) for ``compress_``: ``pattern`` (``Unstructured(s)``, ``NM(n, m)`` or
+    a bare sparsity), lazy-block size, dampening fraction ``damp``; with ``quant`` (a ``QuantScheme``) the
+    kept weights are also rounded column by column onto a grid fitted on each layer's starting weight
+    (joint sparsification and quantization, their section 3.5); that grid is the layer's ``packed``."""
+
+    method: ClassVar[str] = "sparsegpt"
+    needs_calib: ClassVar[bool] = True
+    pattern: SparsityPattern | float = Unstructured(0.5)
+    block_size: int = 128
+    damp: float = 0.01
+    quant: object = None  # QuantScheme | None (prune does not import quant's types)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", as_pattern(self.pattern))
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 1:
+            raise ValueError(f"SparseGPTConfig(block_size={self.block_size!r}) must be a positive int")
+        if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) or not 0 <= self.damp < 1:
+            raise ValueError(f"SparseGPTConfig(damp={self.damp!r}) must be a number in [0, 1)")
+        from ..quant.affine import QuantScheme
+        if self.quant is not None and not isinstance(self.quant, QuantScheme):
+            raise TypeError(f"SparseGPTConfig(quant={self.quant!r}) must be a QuantScheme or None")
+
+
+@register(SparseGPTConfig)
+def _apply_sparsegpt(model: nn.Module, cfg: SparseGPTConfig, calib: torch.Tensor, filter_fn: FilterFn | None,
+                     device: str) -> dict[str, LayerResult]:
+    grids: dict[str, tuple] = {}
+    factory = None
+    if cfg.quant is not None:
+        from ..quant.affine import column_group_quantizer, compute_qparams
+
+        def factory(name: str, w: torch.Tensor):
+            grids[name] = compute_qparams(w, cfg.quant)  # (rows, G) each, fitted on the weight SparseGPT starts from
+            return column_group_quantizer(w, cfg.quant)
+    masks, _ = sparsegpt_prune_model(model, calib, *cfg.pattern.args(), block_size=cfg.block_size,
+                                     percdamp=cfg.damp, quant_factory=factory, device=device, filter_fn=filter_fn)
+    mods = dict(model.named_modules())
+    return {n: LayerResult(weight=get_weight(mods[n]) if n in mods else None, mask=m, packed=grids.get(n))
+            for n, m in masks.items()}

@@ -8,15 +8,20 @@ common factor, the mean of squares (``InputNormStats.sq_norms``) gives the same 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from ..calib import InputNormStats, SequentialReport, run_sequential
-from ..models import block_linears, get_weight, set_weight
-from .masks import _check_matrix, apply_mask, nm_mask, prune_lowest, resolve_sparsity
+from ..calib import InputNormStats, ModuleNames, SequentialReport, run_sequential
+from ..models import get_weight, set_weight
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
+from .masks import NM, SparsityPattern, Unstructured, _check_matrix, apply_mask, as_pattern, nm_mask, prune_lowest, \
+    resolve_sparsity
 from ..atomic import atomic
 
-__all__ = ["wanda_mask", "wanda_prune_model"]
+__all__ = ["WandaConfig", "wanda_mask", "wanda_prune_model"]
 
 
 def _check_norms(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> None:
@@ -50,22 +55,46 @@ def wanda_mask(weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: flo
 
 @atomic
 def wanda_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: float, keep_n: int = 0,
-                      group_m: int = 0, device: torch.device | str = "auto") -> tuple[dict[str, torch.Tensor],
-                                                                                     SequentialReport]:
-    """Wanda on every linear layer of the decoder blocks, block by block (``lessonlib.calib.run_sequential``).
+                      group_m: int = 0, device: torch.device | str = "auto",
+                      filter_fn: FilterFn | None = None) -> tuple[dict[str, torch.Tensor], SequentialReport]:
+    """Wanda on every linear layer of the decoder blocks (or those ``filter_fn(module, fqn)`` selects), block by
+    block (``lessonlib.calib.run_sequential``).
 
     As in the reference code each block is calibrated on the outputs of the already-pruned blocks before
-    it.  Weights are changed in place.  Returns (``"<block>.<layer>"`` -> keep-mask, timing report).
+    it.  Weights are changed in place.  Returns (fully qualified layer name -> keep-mask, timing report).
     """
     resolve_sparsity(sparsity, keep_n, group_m)
     masks: dict[str, torch.Tensor] = {}
+    fqn = ModuleNames(model)
 
     def compress(i: int, block: nn.Module, stats: dict[str, InputNormStats]) -> None:
-        for name, lin in block_linears(block).items():
+        for name, st in stats.items():
+            lin = block.get_submodule(name)
             w = get_weight(lin)  # (out, in)
-            mask = wanda_mask(w.float(), stats[name].sq_norms(), sparsity, keep_n, group_m)
+            mask = wanda_mask(w.float(), st.sq_norms(), sparsity, keep_n, group_m)
             set_weight(lin, apply_mask(w, mask))
-            masks[f"{i}.{name}"] = mask.cpu()
+            masks[fqn[id(lin)]] = mask.cpu()
 
-    report = run_sequential(model, calib_batches, compress, stats=InputNormStats, device=device)
+    report = run_sequential(model, calib_batches, compress, stats=InputNormStats, device=device, filter_fn=filter_fn)
     return masks, report
+
+
+@dataclass(frozen=True)
+class WandaConfig(TechniqueConfig):
+    """Wanda (Sun et al. 2023) for ``compress_``: ``pattern`` is ``Unstructured(s)``, ``NM(n, m)`` or a bare
+    sparsity (unstructured); scores |W| ||X|| compared within each output row."""
+
+    method: ClassVar[str] = "wanda"
+    needs_calib: ClassVar[bool] = True
+    pattern: SparsityPattern | float = Unstructured(0.5)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", as_pattern(self.pattern))
+
+
+@register(WandaConfig)
+def _apply_wanda(model: nn.Module, cfg: WandaConfig, calib: torch.Tensor, filter_fn: FilterFn | None,
+                 device: str) -> dict[str, LayerResult]:
+    masks, _ = wanda_prune_model(model, calib, *cfg.pattern.args(), device=device, filter_fn=filter_fn)
+    mods = dict(model.named_modules())
+    return {n: LayerResult(weight=get_weight(mods[n]) if n in mods else None, mask=m) for n, m in masks.items()}

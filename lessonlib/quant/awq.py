@@ -17,7 +17,7 @@ does that for whole Llama blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -26,8 +26,9 @@ from ..calib import ModuleNames, InputSampleStats, run_sequential
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, check_finite, fake_quant
 from ..atomic import atomic
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 
-__all__ = ["AWQResult", "awq_scales", "awq_search_clip", "awq_quantize", "awq_quantize_model"]
+__all__ = ["AWQConfig", "AWQResult", "awq_scales", "awq_search_clip", "awq_quantize", "awq_quantize_model"]
 
 
 @dataclass
@@ -141,10 +142,10 @@ def awq_quantize(weight: torch.Tensor, x: torch.Tensor | None = None, scheme: Qu
 def awq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
                        n_grid: int = 20, clip: bool = True, max_tokens: int = 4096,
                        device: torch.device | str = "auto",
-                       layer_filter: Callable[[str], bool] | None = None) -> dict[str, AWQResult]:
+                       filter_fn: FilterFn | None = None) -> dict[str, AWQResult]:
     """AWQ on every decoder-block linear, block by block; writes the effective weights Q(W s)/s in place
     (fake quantization, one scale per layer; ``awq_fold.awq_fold_model`` shares and folds the scales so
-    that the model can be packed)."""
+    that the model can be packed).  ``filter_fn(module, fqn)`` selects layers (default: all of them)."""
     fqn = ModuleNames(model)  # also names MoE experts' per-expert views
     results: dict[str, AWQResult] = {}
 
@@ -158,5 +159,36 @@ def awq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: Qu
     def sampler(n_in: int, dev: torch.device | str) -> InputSampleStats:
         return InputSampleStats(n_in, dev, max_rows=max_tokens)
 
-    run_sequential(model, calib_batches, compress, stats=sampler, device=device, layer_filter=layer_filter)
+    run_sequential(model, calib_batches, compress, stats=sampler, device=device, filter_fn=filter_fn)
     return results
+
+
+@dataclass(frozen=True)
+class AWQConfig(TechniqueConfig):
+    """AWQ (Lin et al. 2023) for ``compress_``: grid ``scheme``, ``n_grid`` points of the alpha search,
+    the per-group clipping search (``clip``), at most ``max_tokens`` input rows per layer."""
+
+    method: ClassVar[str] = "awq"
+    needs_calib: ClassVar[bool] = True
+    scheme: QuantScheme = QuantScheme(4, 64)
+    n_grid: int = 20
+    clip: bool = True
+    max_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scheme, QuantScheme):
+            raise TypeError(f"AWQConfig(scheme={self.scheme!r}) must be a QuantScheme")
+        for k in ("n_grid", "max_tokens"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"AWQConfig({k}={v!r}) must be a positive int")
+        if not isinstance(self.clip, bool):
+            raise TypeError(f"AWQConfig(clip={self.clip!r}) must be a bool")
+
+
+@register(AWQConfig)
+def _apply_awq(model: nn.Module, cfg: AWQConfig, calib: torch.Tensor, filter_fn: FilterFn | None,
+               device: str) -> dict[str, LayerResult]:
+    res = awq_quantize_model(model, calib, cfg.scheme, n_grid=cfg.n_grid, clip=cfg.clip, max_tokens=cfg.max_tokens,
+                             device=device, filter_fn=filter_fn)
+    return {n: LayerResult(weight=r.weight, packed=r) for n, r in res.items()}

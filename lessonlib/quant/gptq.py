@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -37,10 +37,11 @@ from torch import nn
 from ..calib import ModuleNames, HessianStats, run_sequential
 from ..hessian import damped_inverse, prepare_layer
 from ..models import get_weight, set_weight
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 from .affine import QuantScheme, all_finite, compute_qparams, dequantize
 from ..atomic import atomic
 
-__all__ = ["GPTQResult", "gptq_column_update", "gptq_quantize", "gptq_reference",
+__all__ = ["GPTQConfig", "GPTQResult", "gptq_column_update", "gptq_quantize", "gptq_reference",
            "gptq_quantize_model", "hessian_error", "split_rows"]
 
 
@@ -83,20 +84,40 @@ def gptq_column_update(W1: torch.Tensor, U1: torch.Tensor, i: int, q: torch.Tens
     return err
 
 
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int = -1,
-                  sym: bool = False, act_order: bool = False, static_groups: bool = False, block_size: int = 128,
-                  percdamp: float = 0.01, int_zero: bool = False, restricted: bool = False) -> GPTQResult:
-    """Quantize ``weight`` (out, in) with GPTQ given ``hessian`` (in, in) = 2/N sum x x^T.
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantScheme | int | None = None,
+                  group_size: int | None = None, sym: bool | None = None, act_order: bool = False,
+                  static_groups: bool = False, block_size: int = 128, percdamp: float = 0.01,
+                  int_zero: bool | None = None, restricted: bool | None = None, *,
+                  bits: int | None = None) -> GPTQResult:
+    """Quantize ``weight`` (out, in) with GPTQ given ``hessian`` (in, in) = 2/N sum x x^T, on the grid
+    ``scheme`` (a ``QuantScheme``, as ``gptq_reference``, OBQ, RTN and AWQ take; default 4-bit per channel).
 
-    ``group_size``: -1 per output channel, 0 per tensor, g > 0 groups of g input columns; ``int_zero``:
-    integer zero points on 0-including ranges; ``restricted``: the symmetric grid with 2^b - 1 levels
-    instead of all 2^b (see ``QuantScheme``).
+    The older form ``gptq_quantize(W, H, bits, group_size, sym, int_zero=..., restricted=...)`` is still
+    accepted (``scheme`` an int is the bit width); it builds the same ``QuantScheme``.  Mixing a scheme
+    with those separate fields raises TypeError.
     """
+    scheme = _legacy_scheme(scheme, bits, group_size, sym, int_zero, restricted)
     with torch.inference_mode():  # the column loop is thousands of small ops: skip autograd bookkeeping
-        r = _gptq(weight, hessian, bits, group_size, sym, act_order, static_groups, block_size, percdamp, int_zero,
-                  restricted)
+        r = _gptq(weight, hessian, scheme.bits, scheme.group_size, scheme.sym, act_order, static_groups, block_size,
+                  percdamp, scheme.int_zero, scheme.restricted)
     # plain tensors again (inference tensors cannot be changed in place or saved for backward later)
     return GPTQResult(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in vars(r).items()})
+
+
+def _legacy_scheme(scheme: QuantScheme | int | None, bits: int | None, group_size: int | None, sym: bool | None,
+                   int_zero: bool | None, restricted: bool | None) -> QuantScheme:
+    """``scheme`` itself, or the ``QuantScheme`` the old separate arguments describe."""
+    parts = {"group_size": group_size, "sym": sym, "int_zero": int_zero, "restricted": restricted}
+    given = {k: v for k, v in parts.items() if v is not None}
+    if isinstance(scheme, QuantScheme):
+        if given or bits is not None:
+            raise TypeError(f"give either scheme={scheme} or the separate fields {sorted(given) or ['bits']}, not both")
+        return scheme
+    if bits is not None and scheme is not None:
+        raise TypeError(f"bits={bits!r} given twice (also as scheme={scheme!r})")
+    bits = bits if bits is not None else 4 if scheme is None else scheme
+    return QuantScheme(bits, given.get("group_size", -1), given.get("sym", False), given.get("int_zero", False),
+                       given.get("restricted", False))
 
 
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, act_order: bool,
@@ -238,14 +259,15 @@ def split_rows(result: GPTQResult, sizes: list[int]) -> list[GPTQResult]:
 def gptq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: QuantScheme = QuantScheme(4, 64),
                         act_order: bool = False, static_groups: bool = True, block_size: int = 128,
                         percdamp: float = 0.01, device: torch.device | str = "auto",
-                        layer_filter: Callable[[str], bool] | None = None,
+                        filter_fn: FilterFn | None = None,
                         groups: list[list[str]] | None = None, stack_shared: bool = True) -> dict[str, GPTQResult]:
     """GPTQ for every linear layer in the decoder blocks, block by block on calibration tokens (N, T).
 
     Weights are replaced in place by their fake-quantized values (so later blocks see the quantized
     model's activations); the returned dict maps each layer's fully qualified name to its ``GPTQResult``,
     which ``quantize_(model, scheme, qparams=results)`` turns into packed ``QuantLinear`` layers.
-    ``groups`` is passed to ``run_sequential`` (GPTQ's "true sequential" order).
+    ``groups`` is passed to ``run_sequential`` (GPTQ's "true sequential" order); ``filter_fn(module, fqn)``
+    selects layers (default: every decoder-block linear).
     ``static_groups`` defaults to True here (the layer function keeps the reference code's False): every
     group's grid is fitted on the original weights before GPTQ runs, as llm-compressor does.  On SmolLM2
     (4-bit g64, 16 x 256 calibration tokens, 8 x 256 evaluation tokens) it gave PPL 29.21 against 30.37
@@ -267,14 +289,46 @@ def gptq_quantize_model(model: nn.Module, calib_batches: torch.Tensor, scheme: Q
             lins = [block.get_submodule(n) for n in names]
             weights = [get_weight(lin) for lin in lins]  # (out_j, in) each
             r = gptq_quantize(torch.cat(weights) if len(weights) > 1 else weights[0], stats[names[0]].hessian(),
-                              scheme.bits, scheme.group_size, scheme.sym, act_order=act_order,
-                              static_groups=static_groups, block_size=block_size, percdamp=percdamp,
-                              int_zero=scheme.int_zero, restricted=scheme.restricted)
+                              scheme, act_order=act_order, static_groups=static_groups, block_size=block_size,
+                              percdamp=percdamp)
             parts = split_rows(r, [w.shape[0] for w in weights]) if len(weights) > 1 else [r]
             for lin, part in zip(lins, parts):
                 set_weight(lin, part.weight)
                 results[fqn[id(lin)]] = part
 
     run_sequential(model, calib_batches, compress, stats=partial(HessianStats, sym_blocks=8), device=device,
-                   layer_filter=layer_filter, groups=groups, share_inputs=stack)
+                   filter_fn=filter_fn, groups=groups, share_inputs=stack)
     return results
+
+
+@dataclass(frozen=True)
+class GPTQConfig(TechniqueConfig):
+    """GPTQ (Frantar et al. 2022, Algorithm 1) for ``compress_``: grid ``scheme``, act-order, lazy-block
+    size, dampening fraction ``damp`` of mean(diag H), static groups (grids fitted on the original weights)."""
+
+    method: ClassVar[str] = "gptq"
+    needs_calib: ClassVar[bool] = True
+    scheme: QuantScheme = QuantScheme(4, 64)
+    act_order: bool = False
+    block_size: int = 128
+    damp: float = 0.01
+    static_groups: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scheme, QuantScheme):
+            raise TypeError(f"GPTQConfig(scheme={self.scheme!r}) must be a QuantScheme")
+        for k in ("act_order", "static_groups"):
+            if not isinstance(getattr(self, k), bool):
+                raise TypeError(f"GPTQConfig({k}={getattr(self, k)!r}) must be a bool")
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 1:
+            raise ValueError(f"GPTQConfig(block_size={self.block_size!r}) must be a positive int")
+        if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) or not 0 <= self.damp < 1:
+            raise ValueError(f"GPTQConfig(damp={self.damp!r}) must be a number in [0, 1)")
+
+
+@register(GPTQConfig)
+def _apply_gptq(model: nn.Module, cfg: GPTQConfig, calib: torch.Tensor, filter_fn: FilterFn | None,
+                device: str) -> dict[str, LayerResult]:
+    res = gptq_quantize_model(model, calib, cfg.scheme, act_order=cfg.act_order, static_groups=cfg.static_groups,
+                              block_size=cfg.block_size, percdamp=cfg.damp, device=device, filter_fn=filter_fn)
+    return {n: LayerResult(weight=r.weight, packed=r, stats={"loss": r.loss}) for n, r in res.items()}

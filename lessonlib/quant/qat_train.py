@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -34,11 +34,13 @@ from tqdm.auto import tqdm
 from ..config import progress_disabled
 from ..distill.train import batch_indices
 from ..evaluate import next_token_nll
-from .affine import QuantScheme
+from ..models import replace_submodule
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
+from .affine import QuantScheme, fake_quant
 from .qat import QATLinear, prepare_qat
 from ..atomic import atomic, protect
 
-__all__ = ["QATReport", "cosine_lr", "qat_finetune"]
+__all__ = ["QATConfig", "QATReport", "cosine_lr", "qat_finetune", "freeze_qat"]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -134,3 +136,54 @@ def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, s
             p.requires_grad_(False)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@atomic
+@torch.no_grad()
+def freeze_qat(model: nn.Module) -> dict[str, nn.Linear]:
+    """Swap every ``QATLinear`` back for a plain ``nn.Linear`` holding its fake-quantized weight Q(W) (what its
+    forward used), like the other fake-quant drivers leave a model; returns the new layers by name."""
+    new: dict[str, nn.Linear] = {}
+    for n, m in list(model.named_modules()):
+        if not isinstance(m, QATLinear):
+            continue
+        lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
+                        dtype=m.weight.dtype)
+        lin.weight.copy_(fake_quant(m.weight, m.scheme))
+        if m.bias is not None:
+            lin.bias.copy_(m.bias)
+        replace_submodule(model, n, lin)
+        new[n] = lin
+    return new
+
+
+@dataclass(frozen=True)
+class QATConfig(TechniqueConfig):
+    """QAT for ``compress_``: ``steps`` optimiser steps of ``batch_size`` calibration windows through the fake
+    quantizer on ``scheme`` (STE), cosine-decayed ``lr``; afterwards the layers are plain linears holding Q(W)."""
+
+    method: ClassVar[str] = "qat"
+    needs_calib: ClassVar[bool] = True
+    scheme: QuantScheme = QuantScheme(4, 64)
+    steps: int = 32
+    lr: float = 1e-4
+    batch_size: int = 4
+    optimizer: str = "adam"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scheme, QuantScheme):
+            raise TypeError(f"QATConfig(scheme={self.scheme!r}) must be a QuantScheme")
+        _check(torch.zeros(1, 2, dtype=torch.long), self.steps, self.lr, self.batch_size, self.optimizer)
+
+
+@register(QATConfig)
+def _apply_qat(model: nn.Module, cfg: QATConfig, calib: torch.Tensor, filter_fn: FilterFn | None,
+               device: str) -> dict[str, LayerResult]:
+    with torch.enable_grad():
+        rep = qat_finetune(model, calib, cfg.scheme, cfg.steps, cfg.lr, batch_size=cfg.batch_size,
+                           optimizer=cfg.optimizer, seed=cfg.seed, filter_fn=filter_fn)
+    new = freeze_qat(model)
+    for q in model.parameters():
+        q.requires_grad_(True)
+    return {n: LayerResult(weight=lin.weight, stats={"final_loss": rep.losses[-1]}) for n, lin in new.items()}

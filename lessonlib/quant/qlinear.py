@@ -161,7 +161,16 @@ def replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def quantize_(model: nn.Module, config: QuantScheme | WeightOnlyConfig,
+def _scheme_of(qparams: Mapping[str, object] | None) -> QuantScheme:
+    """The one ``QuantScheme`` that every entry of ``qparams`` carries (``GPTQResult.scheme``)."""
+    schemes = {getattr(p, "scheme", None) for p in (qparams or {}).values()}
+    if not qparams or None in schemes or len(schemes) != 1:
+        raise ValueError("quantize_ needs config=QuantScheme(...) unless qparams are given and all carry the same "
+                         f"scheme (GPTQResult.scheme); found {sorted(map(str, schemes)) if qparams else 'no qparams'}")
+    return schemes.pop()
+
+
+def quantize_(model: nn.Module, config: QuantScheme | WeightOnlyConfig | None = None,
               filter_fn: Callable[[nn.Module, str], bool] | None = None,
               qparams: Mapping[str, object] | None = None) -> nn.Module:
     """Replace the selected linear layers of ``model`` in place by ``QuantLinear`` (torchao's API shape).
@@ -175,6 +184,8 @@ def quantize_(model: nn.Module, config: QuantScheme | WeightOnlyConfig,
     All or nothing: every new layer is built before the first one is swapped in, so an error (a group
     size that does not divide one layer, a bad qparams entry) leaves the model exactly as it was.
     """
+    if config is None:
+        config = _scheme_of(qparams)
     cfg = config if isinstance(config, WeightOnlyConfig) else WeightOnlyConfig(config)
     if not isinstance(cfg.scheme, QuantScheme):
         raise TypeError(f"config must be a QuantScheme or WeightOnlyConfig, got {type(config).__name__}")

@@ -6,7 +6,8 @@ function is ``affine.quantize`` / ``affine.fake_quant``; this module only walks 
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -17,8 +18,9 @@ from ..models import get_weight, set_weight
 from .affine import QuantScheme, QuantizedWeight, fake_quant, quantize
 from .qlinear import WeightOnlyConfig, default_filter, is_linear_like, quantize_
 from ..atomic import atomic
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 
-__all__ = ["rtn_quantize", "rtn_quantize_model"]
+__all__ = ["RTNConfig", "rtn_quantize", "rtn_quantize_model"]
 
 
 def rtn_quantize(weight: torch.Tensor, scheme: QuantScheme) -> QuantizedWeight:
@@ -54,3 +56,24 @@ def rtn_quantize_model(model: nn.Module, scheme: QuantScheme, pack: bool = False
     if pack:
         quantize_(model, WeightOnlyConfig(scheme, scale_dtype), filter_fn=lambda m, n: n in targets)
     return errors
+
+
+@dataclass(frozen=True)
+class RTNConfig(TechniqueConfig):
+    """Round-to-nearest on ``scheme``'s min-max grid, for ``compress_`` (no calibration data)."""
+
+    method: ClassVar[str] = "rtn"
+    scheme: QuantScheme = QuantScheme(4, 64)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scheme, QuantScheme):
+            raise TypeError(f"RTNConfig(scheme={self.scheme!r}) must be a QuantScheme")
+
+
+@register(RTNConfig)
+def _apply_rtn(model: nn.Module, cfg: RTNConfig, calib: torch.Tensor | None, filter_fn: FilterFn | None,
+               device: str) -> dict[str, LayerResult]:
+    errors = rtn_quantize_model(model, cfg.scheme, filter_fn=filter_fn)
+    mods = dict(model.named_modules())
+    return {n: LayerResult(weight=get_weight(mods[n]) if n in mods else None, stats={"rel_error": e})
+            for n, e in errors.items()}

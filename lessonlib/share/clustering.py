@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -20,8 +21,9 @@ from torch import nn
 from lessonlib.coding.bitstream import pack_fixed_width, unpack_fixed_width
 from ..atomic import atomic
 from ..checks import finite, nonneg_int, positive_int
+from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 
-__all__ = ["lloyd_step", "kmeans_1d", "ClusteredWeight", "cluster_weight", "centroid_gradients", "cluster_model",
+__all__ = ["ClusterConfig", "lloyd_step", "kmeans_1d", "ClusteredWeight", "cluster_weight", "centroid_gradients", "cluster_model",
            "index_bits"]
 
 
@@ -154,14 +156,51 @@ def centroid_gradients(grad: torch.Tensor, indices: torch.Tensor, k: int) -> tor
 
 @torch.no_grad()
 @atomic
-def cluster_model(model: nn.Module, k: int, iters: int = 30, keep_zero: bool = True) -> dict[str, int]:
-    """Replace every decoder-block linear weight by its k-means clustered version; returns storage bytes per layer."""
-    from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weight
+def cluster_model(model: nn.Module, k: int, iters: int = 30, keep_zero: bool = True,
+                  filter_fn: FilterFn | None = None) -> dict[str, int]:
+    """Replace every decoder-block linear weight (or those ``filter_fn(module, fqn)`` selects) by its k-means
+    clustered version; returns storage bytes per layer by fully qualified name."""
+    return {n: cw.storage_bytes() for n, cw in _cluster_layers(model, k, iters, keep_zero, filter_fn).items()}
 
-    sizes: dict[str, int] = {}
-    for i, block in enumerate(decoder_blocks(model)):
-        for name, lin in block_linears(block).items():
-            cw = cluster_weight(get_weight(lin), k, iters, keep_zero)
-            set_weight(lin, cw.dense())
-            sizes[f"{i}.{name}"] = cw.storage_bytes()
-    return sizes
+
+def _cluster_layers(model: nn.Module, k: int, iters: int, keep_zero: bool,
+                    filter_fn: FilterFn | None) -> dict[str, ClusteredWeight]:
+    from lessonlib.models import get_weight, linear_modules, set_weight
+
+    positive_int("k", k)
+    done: dict[str, ClusteredWeight] = {}
+    for name, lin in linear_modules(model).items():
+        if filter_fn is not None and not filter_fn(lin, name):
+            continue
+        cw = cluster_weight(get_weight(lin), k, iters, keep_zero)
+        set_weight(lin, cw.dense())
+        done[name] = cw
+    return done
+
+
+@dataclass(frozen=True)
+class ClusterConfig(TechniqueConfig):
+    """k-means weight sharing (Han et al. 2016) for ``compress_``: ``k`` shared values per layer, ``iters``
+    Lloyd iterations, ``keep_zero`` keeps exact zeros (pruned weights) as their own cluster."""
+
+    method: ClassVar[str] = "cluster"
+    k: int = 16
+    iters: int = 30
+    keep_zero: bool = True
+
+    def __post_init__(self) -> None:
+        positive_int("k", self.k)
+        positive_int("iters", self.iters)
+        if not isinstance(self.keep_zero, bool):
+            raise TypeError(f"ClusterConfig(keep_zero={self.keep_zero!r}) must be a bool")
+
+
+@register(ClusterConfig)
+def _apply_cluster(model: nn.Module, cfg: ClusterConfig, calib: torch.Tensor | None, filter_fn: FilterFn | None,
+                   device: str) -> dict[str, LayerResult]:
+    with torch.no_grad():
+        done = _cluster_layers(model, cfg.k, cfg.iters, cfg.keep_zero, filter_fn)
+    from lessonlib.models import get_weight
+    mods = dict(model.named_modules())
+    return {n: LayerResult(weight=get_weight(mods[n]), packed=cw, stats={"bytes": cw.storage_bytes()})
+            for n, cw in done.items()}
