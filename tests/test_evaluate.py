@@ -1,4 +1,5 @@
 import math
+import types
 
 import pytest
 import torch
@@ -84,10 +85,22 @@ def test_sparse_format_bytes():
         ev.bitmask_bytes(4, 5)
 
 
-def test_measure_latency_orders_work():
-    fast = ev.measure_latency(lambda: sum(range(10)), repeats=5)
-    slow = ev.measure_latency(lambda: sum(range(200_000)), repeats=5)
-    assert slow.median_s > fast.median_s > 0
+def test_measure_latency_times_only_the_repeats_and_takes_their_median(monkeypatch):
+    """On a fake clock (no wall-time threshold, so it holds on a busy machine): each call of ``fn`` advances it
+    by the next duration; the two warm-up calls (100 s each) must not be timed."""
+    clock, durations, calls = [0.0], iter([100.0, 100.0, 3.0, 1.0, 4.0, 1.0, 5.0]), []
+
+    def fn():
+        calls.append(1)
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(ev, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    r = ev.measure_latency(fn, warmup=2, repeats=5)
+    assert len(calls) == 7 and r.repeats == 5
+    # sorted timed calls 1, 1, 3, 4, 5: median 3; inclusive deciles at positions 0.4 and 3.6 -> 1 and 4.6
+    assert (r.median_s, r.p10_s) == (3.0, 1.0) and r.p90_s == pytest.approx(4.6)
+    monkeypatch.undo()
+    assert ev.measure_latency(lambda: sum(range(1000)), repeats=3).median_s > 0  # the real clock
 
 
 def test_accuracy():

@@ -7,6 +7,8 @@ same statement (``tools/generality_matrix.py``) and checked here.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 
@@ -25,6 +27,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def calib() -> torch.Tensor:
     return torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(0))  # T > sliding window 8
+
+
+@functools.lru_cache(maxsize=None)
+def _built(fam: str, seed: int = 0) -> torch.nn.Module:
+    """One seeded tiny model per family, built once; every use works on its own deep copy (``_tiny``)."""
+    return tiny_causal_lm(fam, seed=seed)
+
+
+def _tiny(fam: str, seed: int = 0) -> torch.nn.Module:
+    """A fresh ``tiny_causal_lm(fam, seed)``: a deep copy of the built one, so no test sees another's changes;
+    the global RNG is reseeded, so what follows does not depend on whether the cache was warm."""
+    m = copy.deepcopy(_built(fam, seed))
+    torch.manual_seed(seed)
+    return m
 
 
 def _logits(m, x):
@@ -72,7 +88,7 @@ def _changed(before: dict, m, min_zero: float | None = None):
 
 
 def run_op(fam: str, op: str, x: torch.Tensor, tmp_path) -> None:
-    m = tiny_causal_lm(fam)
+    m = _tiny(fam)
     before = _weights(m)
     if op == "load":
         _reload_exact(m, x, tmp_path, via_load_model=True)
@@ -113,13 +129,13 @@ def run_op(fam: str, op: str, x: torch.Tensor, tmp_path) -> None:
         keep = lambda mod, n: id(mod) in inside  # noqa: E731
         rtn_quantize_model(m, SCHEME, pack=True, filter_fn=keep)
         ref = _logits(m, x)
-        m = tiny_causal_lm(fam)
+        m = _tiny(fam)
         inside = {id(l) for l in _linears(m).values()}
         rtn_quantize_model(m, SCHEME, filter_fn=keep)
         quantize_(m, SCHEME, filter_fn=keep)
         torch.testing.assert_close(_logits(m, x), ref, rtol=1e-4, atol=1e-4)  # on-grid weights pack exactly
         save_quantized(m, str(tmp_path / "q.safetensors"))
-        r = load_quantized(str(tmp_path / "q.safetensors"), tiny_causal_lm(fam, seed=1))
+        r = load_quantized(str(tmp_path / "q.safetensors"), _tiny(fam, seed=1))
         torch.testing.assert_close(_logits(r, x), _logits(m, x), rtol=0, atol=0)
     elif op in ("wanda", "sparsegpt"):
         from lessonlib.prune.sparsegpt import sparsegpt_prune_model
@@ -186,14 +202,14 @@ def run_op(fam: str, op: str, x: torch.Tensor, tmp_path) -> None:
 @pytest.mark.parametrize("fam", TINY_FAMILIES)
 def test_operation_works_or_is_refused_clearly(fam, op, calib, tmp_path):
     torch.manual_seed(0)
-    if supports(tiny_causal_lm(fam), op):
+    if supports(_tiny(fam), op):
         run_op(fam, op, calib, tmp_path)
     else:
         with pytest.raises(UnsupportedError) as e:
             run_op(fam, op, calib, tmp_path)
         msg = str(e.value)
         assert op in msg or "pruning" in msg or "calibrat" in msg, msg
-        assert type(tiny_causal_lm(fam)).__name__ in msg, msg
+        assert type(_built(fam)).__name__ in msg, msg
 
 
 def test_readme_states_the_generated_matrix():
