@@ -16,8 +16,6 @@ RANK = {"core": 0, "family": 1, "compress": 2, "pipeline": 3, "top": 4}
 # Known upward imports, each with its reason; a new one fails the test.
 ALLOWED = {
     ("lessonlib.models", "lessonlib.arch.reload"): "load_model reloads structurally pruned checkpoints (lazy import)",
-    ("lessonlib.concepts", "lessonlib.grading.checks"): "concept questions reuse the grader's check (moves with "
-                                                        "lessonlib/grading, issue 15 item 3)",
 }
 
 
