@@ -26,7 +26,7 @@ def layer(module: str) -> str:
     head = parts[1]
     if head in FAMILIES:
         return "family"
-    if head == "compress":
+    if head in ("compress", "roofline"):  # model-level: roofline builds packed models from the quant family
         return "compress"
     if head == "pipeline":
         return "pipeline"
