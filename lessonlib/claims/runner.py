@@ -108,8 +108,7 @@ def _outcome_to_json(o: Outcome) -> dict:
 
 
 def _outcome_from_json(d: dict) -> Outcome:
-    v = d["verdict"]
-    return Outcome(measured=d["measured"], verdict=Verdict(v["status"], v["rule"]), summary=d["summary"],
+    return Outcome(measured=d["measured"], verdict=Verdict.from_dict(d["verdict"]), summary=d["summary"],
                    figure=d.get("figure"), seconds=d.get("seconds", 0.0), details=d.get("details", {}))
 
 
@@ -153,6 +152,10 @@ def _load_cached(path: str, cid: str) -> dict | None:
         return _bad_entry(path, cid, "verdict needs string 'status', 'rule' and 'label'")
     if v["status"] == "error":
         return _bad_entry(path, cid, "caches an error (never written by this runner)")
+    try:
+        Verdict.from_dict(v)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        return _bad_entry(path, cid, f"verdict does not parse ({type(e).__name__}: {short(str(e), 120)})")
     if not isinstance(d.get("seconds", 0.0), (int, float)) or isinstance(d.get("seconds"), bool):
         return _bad_entry(path, cid, "seconds is not a number")
     for k in ("details", "computed"):
