@@ -88,3 +88,32 @@ def binomial_diff_interval(p_a: float, p_b: float, n_a: int, n_b: int | None = N
     d = float(p_a) - float(p_b)
     se = math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
     return d, d - z * se, d + z * se
+
+
+COLLAPSE_MARGIN = 0.05  # a classifier within 5 points of the majority-class share has not learned the task
+
+
+def classifier_collapsed(accuracy: float, majority: float, margin: float = COLLAPSE_MARGIN) -> bool:
+    """The ledger's sanity check on every classifier run: True when ``accuracy`` does not beat always answering
+    the majority class (share ``majority``) by ``margin``; a comparison built on such a run measures nothing."""
+    if not 0.0 < float(majority) <= 1.0:
+        raise ValueError(f"majority={majority} must lie in (0, 1]")
+    if not 0.0 <= float(accuracy) <= 1.0:
+        raise ValueError(f"accuracy={accuracy} must lie in [0, 1]")
+    return float(accuracy) < float(majority) + margin
+
+
+def interpolated_crossover(points) -> float | None:
+    """Where a speedup curve crosses 1, interpolated linearly in log(speedup) between the two measured
+    sparsities around the last crossing; ``points`` = [(sparsity, speedup), ...].  ``None`` when the speedup
+    stays <= 1 at the highest sparsity; the lowest sparsity when it is > 1 everywhere."""
+    pts = sorted((float(s), float(v)) for s, v in points)
+    if not pts or any(v <= 0 or not math.isfinite(v) for _, v in pts):
+        raise ValueError(f"points must be (sparsity, positive speedup) pairs, got {pts}")
+    if pts[-1][1] <= 1.0:
+        return None
+    for (s0, v0), (s1, v1) in zip(reversed(pts[:-1]), reversed(pts[1:])):
+        if v0 <= 1.0 < v1:
+            l0, l1 = math.log(v0), math.log(v1)
+            return s0 + (s1 - s0) * (0.0 - l0) / (l1 - l0)
+    return pts[0][0]
