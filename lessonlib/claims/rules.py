@@ -160,16 +160,21 @@ def all_of(*verdicts: Verdict) -> Verdict:
     return Verdict(combine_status(v.status for v in verdicts), " AND ".join(v.rule for v in verdicts), interval=iv)
 
 
-def parts(**named: Verdict) -> Verdict:
+def parts(_judged: tuple | None = None, **named: Verdict) -> Verdict:
     """A compound claim split into named parts (``size=..., quality=...``), each keeping its own verdict; the
-    row's status is ``combine_status`` of the parts, and the rule lists each part with its label."""
+    row's status is ``combine_status`` of the parts named in ``_judged`` (default: all), and the rule lists each
+    part with its label (a part left out of ``_judged`` is context, marked so)."""
     if not named:
         raise ValueError("parts needs at least one named verdict")
     for n, v in named.items():
         if not isinstance(v, Verdict):
             raise TypeError(f"part {n!r} is a {type(v).__name__}, not a Verdict")
-    rule = "; ".join(f"[{n}: {v.label}] {v.rule}" for n, v in named.items())
-    return Verdict(combine_status(v.status for v in named.values()), rule, tuple(named.items()))
+    judged = tuple(named) if _judged is None else tuple(_judged)
+    if not judged or not set(judged) <= set(named):
+        raise ValueError(f"_judged={judged} must name some of the parts {list(named)}")
+    rule = "; ".join(f"[{n}{'' if n in judged else ' (context, not judged)'}: {v.label}] {v.rule}"
+                     for n, v in named.items())
+    return Verdict(combine_status(named[n].status for n in judged), rule, tuple(named.items()))
 
 
 def not_measurable(reason: str) -> Verdict:
