@@ -185,12 +185,14 @@ def _safe_figure(fig) -> str | None:
 
 
 def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = False,
-              use_cache: bool = True) -> dict[str, dict]:
+              use_cache: bool = True, cached_only: bool = False) -> dict[str, dict]:
     """Run every registered claim (or ``only`` those ids), then write ``out_dir``/claims.{md,json}.
 
     Outcomes are cached under ``$LESSONLIB_CACHE/claims`` by (claim, experiment source, profile), so an
     interrupted run resumes where it stopped; ``force`` re-runs anyway.  Claims with no experiment yet
     appear as pending.  An experiment that raises is reported with status ``error`` and the run goes on.
+    ``cached_only`` measures nothing: rows with no cached outcome for the current code are written as pending
+    (saying so), e.g. to write the report of a run that was stopped before its end.
     """
     prof = get_profile(profile, default="laptop")  # the ledger's own default; chapters default to lab
     ids = _parse_only(only)
@@ -208,6 +210,11 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         key = config_key(cid, exps[cid], prof, fingerprint)
         path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
         cached = _load_cached(path, cid) if use_cache and not force and os.path.exists(path) else None
+        if cached is None and cached_only:
+            results[cid] = _outcome_to_json(Outcome(measured={}, verdict=Verdict(
+                rules.PENDING, "not measured in this report: no cached outcome for the current code (the run was "
+                "stopped before this claim; run `lessonlib reproduce` to measure it)"), summary=""))
+            continue
         if cached is not None:
             results[cid] = cached
             results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown"})
