@@ -388,7 +388,9 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
              "the evaluation windows or the spread over three seeds, straddles the band's edge); *not measurable "
              "here* (the hardware, data or budget the claim needs is missing: the rule says which); *invalid run* "
              "(a sanity check failed, e.g. a classifier collapsed onto one class). A compound claim lists its "
-             "parts, each with its own verdict.", "",
+             "parts, each with its own verdict." + ("" if torch.cuda.is_available() else
+             " This machine has no CUDA GPU: the `gpu` profile and the GPU-only rows (C41's 2:4 kernels, the "
+             "kernel-speed parts of C31 and C32) are not measurable here, each with its reason."), "",
              "| claim | seed | claim (our words) | measured | verdict | rule | published beside ours | figure |",
              "|---|---|---|---|---|---|---|---|"]
     for cid, c in claims.items():
