@@ -361,6 +361,8 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
     if prev is not None:
         for cid, c in claims.items():
             old = prev["claims"].get(cid)
+            if c["verdict"]["status"] == rules.PENDING:
+                continue  # not measured in this report: nothing to compare
             if old is None or old["verdict"].get("status") == c["verdict"]["status"] and \
                     [p["status"] for p in old["verdict"].get("parts", [])] == \
                     [p["status"] for p in c["verdict"].get("parts", [])]:
