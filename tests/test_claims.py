@@ -305,7 +305,7 @@ def test_report_lists_changed_verdicts_published_numbers_and_cached_only(tmp_pat
     assert data["meta"]["changes"][0]["claim"] == "C40"
     res = runner.reproduce(profile="ci", only="C40,C25", out_dir=str(tmp_path / "r2"), cached_only=True)
     assert res["C40"]["verdict"]["status"] == "holds"  # from the cache
-    assert res["C25"]["verdict"]["status"] == "pending" and "no cached outcome" in res["C25"]["verdict"]["rule"]
+    assert res["C25"]["verdict"]["status"] == "not run" and "no cached outcome" in res["C25"]["verdict"]["rule"]
     meta = json.load(open(tmp_path / "r2" / "claims.json"))["meta"]
     assert meta["not_measured"] == ["C25"] and meta["partial"]
     assert "stopped before 1 claims (C25)" in (tmp_path / "r2" / "claims.md").read_text()

@@ -26,6 +26,8 @@ __all__ = ["reproduce", "write_report", "config_key", "code_fingerprint", "sourc
 
 
 _NOT_MEASURING = ("runner.py", "cli.py")  # report writing, not measuring
+# a row a stopped run did not reach (``cached_only``): a report status, never a verdict of a rule
+NOT_RUN, NOT_RUN_LABEL = "not run", "not measured in this report (the run stopped first)"
 
 
 def source_closure(module_file: str, root: str | None = None) -> list[str]:
@@ -212,9 +214,10 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
         cached = _load_cached(path, cid) if use_cache and not force and os.path.exists(path) else None
         if cached is None and cached_only:
-            results[cid] = _outcome_to_json(Outcome(measured={}, verdict=Verdict(
-                rules.PENDING, "not measured in this report: no cached outcome for the current code (the run was "
-                "stopped before this claim; run `lessonlib reproduce` to measure it)"), summary=""))
+            results[cid] = {"measured": {}, "summary": "", "figure": None, "seconds": 0.0, "details": {},
+                            "verdict": {"status": NOT_RUN, "label": NOT_RUN_LABEL, "rule": (
+                                "not measured in this report: no cached outcome for the current code (the run was "
+                                "stopped before this claim; run `lessonlib reproduce` to measure it)")}}
             missing.append(cid)
             continue
         if cached is not None:
@@ -361,11 +364,12 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
     if prev is not None:
         for cid, c in claims.items():
             old = prev["claims"].get(cid)
-            if c["verdict"]["status"] == rules.PENDING:
+            if c["verdict"]["status"] in (rules.PENDING, NOT_RUN):
                 continue  # not measured in this report: nothing to compare
-            if old is None or old["verdict"].get("status") == c["verdict"]["status"] and \
-                    [p["status"] for p in old["verdict"].get("parts", [])] == \
-                    [p["status"] for p in c["verdict"].get("parts", [])]:
+            same_parts = not old.get("verdict", {}).get("parts") if old else True
+            same_parts = same_parts or [p["status"] for p in old["verdict"]["parts"]] == \
+                [p["status"] for p in c["verdict"].get("parts", [])]
+            if old is None or old["verdict"].get("status") == c["verdict"]["status"] and same_parts:
                 continue
             changes.append({"claim": cid, "from": _verdict_cell(old["verdict"]), "to": _verdict_cell(c["verdict"]),
                             "why": change_reason(old, c)})
