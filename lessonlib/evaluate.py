@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -111,6 +111,7 @@ class PerplexityResult:
     tokens: int
     seconds: float
     tokens_per_s: float
+    window_nlls: list[float] = field(default_factory=list, repr=False)  # per window, for bootstrap intervals
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -166,7 +167,8 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
         raise FloatingPointError(f"perplexity is not finite ({ppl}): the model produced inf/NaN logits")
     n_tok = wins.numel()
     return PerplexityResult(ppl=ppl, nll=float(nll_t.mean()), windows=wins.shape[0], seqlen=seqlen,
-                            tokens=n_tok, seconds=secs, tokens_per_s=n_tok / max(secs, 1e-9))
+                            tokens=n_tok, seconds=secs, tokens_per_s=n_tok / max(secs, 1e-9),
+                            window_nlls=[float(x) for x in nlls])
 
 
 # ------------------------------------------------------------------ accuracy

@@ -198,10 +198,114 @@ def test_scales_table_puts_runs_side_by_side(tmp_path, monkeypatch, fake_experim
     text = compare_reports([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "scales.md"))
     assert (tmp_path / "scales.md").read_text() == text
     rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| C")}
-    assert rows["C40"].endswith("| holds at this scale | holds at this scale | yes |")
-    assert rows["C25"].endswith("| not measurable here | not run | **no** |")
+    assert rows["C40"].endswith("| holds at this scale | holds at this scale | yes | - |")
+    assert rows["C25"].endswith("| not measurable here | not run | **no** | method set (not run in every profile) |")
     assert "`ci`" in text and "`laptop`" in text and "1 of 2 claims" in text
     with pytest.raises(ValueError, match="two report folders"):
         compare_reports([str(tmp_path / "a")])
     with pytest.raises(FileNotFoundError, match="claims.json"):
         compare_reports([str(tmp_path / "a"), str(tmp_path / "nope")])
+
+
+def test_scales_does_not_compare_runs_of_different_commits(tmp_path):
+    from lessonlib.claims.scales import compare_reports
+    for name, commit in (("a", "abc1234"), ("b", "def5678")):
+        (tmp_path / name).mkdir()
+        meta = {"date": "d", "commit": commit, "machine": "m", "partial": False,
+                "profile": {"name": name, "eval_windows": 1, "seqlen": 2, "calib_samples": 1, "calib_seqlen": 2,
+                            "train_steps": 1}}
+        claims = {"C40": {"statement": "s", "measured": {}, "verdict": {"status": "fails", "rule": "r",
+                                                                        "label": "does not hold at this scale"}}}
+        (tmp_path / name / "claims.json").write_text(json.dumps({"meta": meta, "claims": claims}))
+    text = compare_reports([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert "comparison is not made" in text and "abc1234" in text and "| C40 |" not in text
+
+
+def test_change_kind_labels_scale_noise_and_method_set():
+    from lessonlib.claims.scales import change_kind
+    held = {"measured": {"x": 1}, "verdict": {"status": "holds"}}
+    failed = {"measured": {"x": 2}, "verdict": {"status": "fails"}}
+    assert change_kind([held, failed]) == "scale"
+    assert change_kind([held, {"measured": {"x": 2}, "verdict": {"status": "inconclusive"}}]) == "noise"
+    assert change_kind([held, {"measured": {"x": 1, "y": 2}, "verdict": {"status": "fails"}}]) == "method set"
+
+
+# ------------------------------------------------------------------ the verdict vocabulary (issue 19)
+def test_interval_rules_decide_only_when_the_interval_is_clear_of_the_edge():
+    assert rules.at_most(0.05, 0.10, "x", (0.02, 0.08)).status == rules.HOLDS
+    assert rules.at_most(0.05, 0.10, "x", (0.02, 0.12)).status == rules.INCONCLUSIVE
+    assert rules.at_most(0.15, 0.10, "x", (0.12, 0.18)).status == rules.FAILS
+    assert rules.at_least(0.091, 0.10, "x", (0.05, 0.13)).status == rules.INCONCLUSIVE  # C28's 9.1% at a 10% edge
+    assert rules.within(0.5, 0.1, 1.0, "x", (0.2, 0.9)).status == rules.HOLDS
+    assert rules.within(0.5, 0.1, 1.0, "x", (0.05, 0.9)).status == rules.INCONCLUSIVE
+    assert rules.within(2.0, 0.1, 1.0, "x", (1.5, 3.0)).status == rules.FAILS
+    assert rules.within(0.5, 0.4, 0.6, "x", (0.1, 0.9)).status == rules.INCONCLUSIVE  # wider than the band
+    assert "95% interval [0.02, 0.12]" in rules.at_most(0.05, 0.10, "x", (0.02, 0.12)).rule
+    with pytest.raises(ValueError, match="low > high"):
+        rules.at_most(0.05, 0.10, "x", (0.2, 0.1))
+    with pytest.raises(ValueError, match="finite"):
+        rules.at_most(0.05, 0.10, "x", (float("nan"), 0.1))
+
+
+def test_parts_keep_their_own_verdicts_and_combine_by_one_rule():
+    size, q = rules.at_least(30, 12, "factor"), rules.not_measurable("needs a from-scratch training budget")
+    v = rules.parts(size=size, quality=q)
+    assert v.status == rules.NOT_MEASURABLE and dict(v.parts) == {"size": size, "quality": q}
+    assert "[size: holds at this scale]" in v.rule and "[quality: not measurable here]" in v.rule
+    assert rules.parts(a=size, b=rules.at_most(2, 1, "y")).status == rules.FAILS  # a decided failing part
+    assert rules.parts(a=size, b=rules.invalid("collapsed")).status == rules.INVALID
+    assert rules.parts(a=size, b=rules.inconclusive("spread")).status == rules.INCONCLUSIVE
+    ctx = rules.parts(("a",), a=size, b=rules.at_most(2, 1, "y"))  # b is context, not judged
+    assert ctx.status == rules.HOLDS and "(context, not judged)" in ctx.rule
+    with pytest.raises(ValueError):
+        rules.parts(("c",), a=size)
+    with pytest.raises(ValueError):
+        rules.invalid(" ")
+    with pytest.raises(ValueError, match="status"):
+        rules.Verdict("maybe", "r")
+
+
+def test_verdicts_round_trip_through_json_and_old_reports_still_render():
+    v = rules.parts(size=rules.at_least(30, 12, "f"), quality=rules.at_most(0.05, 0.1, "q", (0.0, 0.2)))
+    back = rules.Verdict.from_dict(json.loads(json.dumps(v.as_dict())))
+    assert back == v and back.parts[1][1].interval == (0.0, 0.2)
+    old = {"status": "fails", "rule": "r", "label": "does not hold at this scale"}  # an old report's row
+    assert rules.label_of(old) == "does not hold at this scale"
+    assert rules.label_of({"status": "holds", "rule": "r", "label": "holds at this scale"}) == "holds at this scale"
+    assert rules.label_of({"status": "retired", "label": "something old"}) == "something old"
+    assert runner._verdict_cell(v.as_dict()).startswith("inconclusive")
+
+
+def test_change_reason_names_vocabulary_measurability_method_and_noise():
+    old = {"measured": {"x": 1}, "verdict": {"status": "fails", "rule": "x = 1 must be <= 0.5"}}
+    assert "vocabulary" in runner.change_reason(old, {"measured": {"x": 1}, "verdict": {
+        "status": "inconclusive", "rule": "r"}})
+    assert "measured here" in runner.change_reason(old, {"measured": {"x": 1}, "verdict": {
+        "status": "not measurable", "rule": "needs a GPU"}})
+    assert "method set" in runner.change_reason(old, {"measured": {"x": 1, "y": 2}, "verdict": {
+        "status": "holds", "rule": "x = 0.4 must be <= 0.5"}})
+    assert "noise" in runner.change_reason(old, {"measured": {"x": 0.4}, "verdict": {
+        "status": "holds", "rule": "x = 1 must be <= 0.5"}})
+
+
+def test_report_lists_changed_verdicts_published_numbers_and_cached_only(tmp_path, monkeypatch, fake_experiments):
+    monkeypatch.setenv("LESSONLIB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rep"
+    out.mkdir()
+    old = {"meta": {"commit": "old1234", "date": "then"},
+           "claims": {"C40": {"measured": {"x": 3.0}, "verdict": {"status": "fails", "rule": "x = 3 must be <= 1",
+                                                                  "label": "does not hold at this scale"}}}}
+    (out / "claims.json").write_text(json.dumps(old))
+    runner.reproduce(profile="ci", only="C40", out_dir=str(out))
+    md = (out / "claims.md").read_text()
+    assert "changed since the previous report (commit `old1234`" in md
+    assert "- C40: does not hold at this scale -> holds at this scale" in md
+    data = json.load(open(out / "claims.json"))
+    assert data["claims"]["C40"]["published"]["source"].startswith("Han, Mao & Dally")
+    assert data["meta"]["changes"][0]["claim"] == "C40"
+    res = runner.reproduce(profile="ci", only="C40,C25", out_dir=str(tmp_path / "r2"), cached_only=True)
+    assert res["C40"]["verdict"]["status"] == "holds"  # from the cache
+    assert res["C25"]["verdict"]["status"] == "not run" and "no cached outcome" in res["C25"]["verdict"]["rule"]
+    meta = json.load(open(tmp_path / "r2" / "claims.json"))["meta"]
+    assert meta["not_measured"] == ["C25"] and meta["partial"]
+    assert "stopped before 1 claims (C25)" in (tmp_path / "r2" / "claims.md").read_text()

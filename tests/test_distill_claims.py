@@ -193,16 +193,33 @@ def test_exit_heads_train_on_a_frozen_backbone():
 
 
 # ------------------------------------------------------------------ verdicts gated by seed noise
-def test_comparisons_inside_the_seed_spread_are_not_measurable():
+def test_comparisons_inside_the_seed_spread_are_inconclusive():
     from lessonlib.claims import rules
     from lessonlib.claims.exp_distill import _beyond_noise, _best_margin, _enc_beyond_noise
     s = {"soft_ppl": {1.0: 100.0, 2.0: 104.0, 4.0: 130.0}, "seed_spread": 5.0}
     assert _best_margin(s) == pytest.approx(4.0)  # 104 - 100
     inner = rules.within(1.0, 2, 4, "best T")
-    assert _beyond_noise(_best_margin(s), s, "best T", inner).status == rules.NOT_MEASURABLE
+    assert _beyond_noise(_best_margin(s), s, "best T", inner).status == rules.INCONCLUSIVE
     assert _beyond_noise(6.0, s, "best T", inner) == inner  # a margin beyond the spread keeps the rule's verdict
-    r = {"seed_spread": 0.02}
+    r = {"seed_spread": 0.02, "acc": {"student_kd": 0.8}, "test_majority": 0.55}
     held = rules.at_least(0.03, 0.004, "gain")
     assert _enc_beyond_noise(0.03, r, "gain", held) == held
-    assert _enc_beyond_noise(-0.01, r, "gain", held).status == rules.NOT_MEASURABLE
+    assert _enc_beyond_noise(-0.01, r, "gain", held).status == rules.INCONCLUSIVE
     assert _enc_beyond_noise(-0.05, r, "gain", rules.at_least(-0.05, 0.004, "gain")).status == rules.FAILS
+    r["acc"]["student_kd"] = 0.56  # at the majority share: the run is broken, whatever the gain
+    assert _enc_beyond_noise(0.03, r, "gain", held).status == rules.INVALID
+
+
+def test_band_verdict_compares_the_best_inside_the_band_with_the_best_outside():
+    """The C07/C24 guard: the issue's case, best T in [4, 8] 467 PPL worse than the best overall with a seed
+    spread of 179, is a clear 'does not hold'; a gap inside the spread is inconclusive."""
+    from lessonlib.claims import rules
+    from lessonlib.claims.exp_distill import band_gap, band_verdict
+    s = {"temps": [1.0, 2.0, 4.0, 8.0], "soft_ppl": {1.0: 1000.0, 2.0: 1100.0, 4.0: 1467.0, 8.0: 1600.0},
+         "seed_spread": 179.0}
+    assert band_gap(s, 4, 8) == pytest.approx(-467.0)
+    assert band_verdict(s, 4, 8).status == rules.FAILS
+    assert band_verdict(s, 1, 2).status == rules.HOLDS  # 1000 inside vs 1467 outside: 467 > 179
+    s["seed_spread"] = 500.0
+    assert band_verdict(s, 4, 8).status == rules.INCONCLUSIVE
+    assert band_verdict(s, 0.5, 16).status == rules.NOT_MEASURABLE  # nothing outside the band to compare with

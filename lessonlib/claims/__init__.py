@@ -87,14 +87,19 @@ class Context:
             self._memo[key] = fn()
         return self._memo[key]
 
-    def dense_ppl(self) -> float:
-        """Perplexity of the uncompressed embedded model on the held-out speeches, profile sizes."""
+    def dense_eval(self):
+        """``PerplexityResult`` of the uncompressed embedded model on the held-out speeches, profile sizes (its
+        ``window_nlls`` pair with any other model's on the same windows, for bootstrap intervals)."""
         from ..evaluate import perplexity
 
         def run():
             m, tok = self.model()
-            return perplexity(m, tok, profile=self.profile).ppl
-        return self.memo("dense_ppl", run)
+            return perplexity(m, tok, profile=self.profile)
+        return self.memo("dense_eval", run)
+
+    def dense_ppl(self) -> float:
+        """Perplexity of the uncompressed embedded model on the held-out speeches, profile sizes."""
+        return self.dense_eval().ppl
 
     def figure_path(self, name: str) -> tuple[str, str]:
         """``(absolute path to save to, path relative to the report)`` for a figure file name."""

@@ -28,6 +28,10 @@ from ..evaluate import param_counts, perplexity
 from ..models import decoder_blocks
 from ..prune.magnitude import magnitude_mask
 from . import Context, Outcome, experiment, rules
+from .stats import binomial_diff_interval, bootstrap_ppl, classifier_collapsed
+
+
+SHORTGPT_SHARE = 0.25  # ShortGPT's headline cut: 9 of Llama-2-7B's 32 layers (27% of the parameters)
 
 
 @experiment("C15")
@@ -37,18 +41,22 @@ def c15(ctx: Context) -> Outcome:
     calib = calibration_batches(tok, n=p.calib_samples, seqlen=p.calib_seqlen, seed=0)
     bi = block_influences(model, calib, device=p.device)
     n = len(bi)
-    k = max(1, math.ceil(0.1 * n))  # ShortGPT removes roughly the least influential 10-25% of blocks
+    k = max(1, math.ceil(SHORTGPT_SHARE * n))  # ShortGPT removes about a quarter of the blocks (9 of 32)
     low = lowest_influence_blocks(bi, k)
-    dense = ctx.dense_ppl()
-    pruned = perplexity(remove_blocks(model, low), tok, profile=p).ppl
+    dense = ctx.dense_eval()
+    ev = perplexity(remove_blocks(model, low), tok, profile=p)
+    pruned = ev.ppl
+    ratio, lo, hi = bootstrap_ppl(ev.window_nlls, dense.window_nlls, "ratio")
     late_share = sum(i >= n // 2 for i in low) / k
-    measured = {"block_influence": bi, "removed": low, "n_removed": k, "ppl_dense": dense, "ppl_pruned": pruned,
-                "ppl_ratio": pruned / dense, "share_of_removed_in_second_half": late_share}
-    verdict = rules.all_of(
-        rules.at_least(late_share, 0.5, "share of the lowest-BI blocks that lie in the second half"),
-        rules.at_most(pruned / dense, 1.5, f"PPL ratio after removing the {k} lowest-BI blocks"))
+    measured = {"block_influence": bi, "removed": low, "n_removed": k, "ppl_dense": dense.ppl, "ppl_pruned": pruned,
+                "ppl_ratio": ratio, "ppl_ratio_ci": [lo, hi], "share_of_removed_in_second_half": late_share}
+    verdict = rules.parts(
+        late_blocks=rules.at_least(late_share, 0.5, "share of the lowest-BI blocks that lie in the second half"),
+        removable=rules.at_most(ratio, 1.5, f"PPL ratio after removing the {k} lowest-BI blocks "
+                                f"({SHORTGPT_SHARE:.0%} of {n})", (lo, hi)))
     return Outcome(measured, verdict, f"ShortGPT Block Influence on SmolLM2 over {p.calib_samples}x"
-                   f"{p.calib_seqlen} calibration tokens; removing blocks {low} takes PPL {dense:.1f} -> {pruned:.1f}.")
+                   f"{p.calib_seqlen} calibration tokens; removing blocks {low} ({k} of {n}, the share ShortGPT removes from "
+                   f"Llama-2-7B) takes PPL {dense.ppl:.1f} -> {pruned:.1f}.")
 
 
 # ----------------------------------------------------------------------------- C01 structured vs masked
@@ -157,9 +165,12 @@ def c09(ctx: Context) -> Outcome:
     scan = ctx.memo("c09_skip_one_scan", lambda: skip_one_scan(
         model, eval_tokens(tok, "speeches", "calib"), seqlen=p.seqlen, max_windows=scan_windows))
     drop = layer_drop_schedule(scan["skip"], k)[k]
-    dense = ctx.dense_ppl()
+    dense_ev = ctx.dense_eval()
+    dense = dense_ev.ppl
     remove_blocks(model, drop)
-    before = perplexity(model, tok, profile=p).ppl
+    before_ev = perplexity(model, tok, profile=p)
+    before = before_ev.ppl
+    _, lost_lo, lost_hi = bootstrap_ppl(before_ev.window_nlls, dense_ev.window_nlls, "diff")
     calib = calibration_batches(tok, n=p.calib_samples, seqlen=p.calib_seqlen, seed=0)
     rec = recovery_finetune(model, calib, profile=p)
     after = perplexity(model, tok, profile=p).ppl
@@ -167,10 +178,12 @@ def c09(ctx: Context) -> Outcome:
     won_back = (before - after) / lost if lost > 0 else 1.0
     measured = {"blocks": n, "dropped": drop, "dropped_share": k / n, "ppl_dense": dense,
                 "ppl_dropped": before, "ppl_recovered": after, "ppl_points_lost": lost,
+                "ppl_points_lost_ci": [lost_lo, lost_hi],
                 "share_won_back": won_back, "recovery_steps": rec.steps, "recovery_batch": rec.batch_size,
                 "recovery_lr": rec.lr, "recovery_seconds": rec.seconds}
-    verdict = rules.all_of(rules.at_most(lost, 2.0, f"PPL points lost by dropping {k}/{n} blocks"),
-                           rules.at_least(won_back, 0.5, "share of the lost PPL won back by the recovery"))
+    verdict = rules.parts(
+        skip_costs_little=rules.at_most(lost, 2.0, f"PPL points lost by dropping {k}/{n} blocks", (lost_lo, lost_hi)),
+        fine_tune_wins_back=rules.at_least(won_back, 0.5, "share of the lost PPL won back by the recovery"))
     return Outcome(measured, verdict, f"Dropped {k} of {n} SmolLM2 blocks by a leave-one-out schedule (scan on "
                    f"{scan_windows}x{p.seqlen} calibration tokens), then {rec.steps} AdamW steps of "
                    f"{rec.batch_size}x{p.calib_seqlen} calibration tokens: PPL {dense:.1f} -> {before:.1f} -> "
@@ -191,12 +204,21 @@ def c11(ctx: Context) -> Outcome:
     base = curve[0]["accuracy"]
     band = [c for c in curve if 0.3 <= c["removed"] / c["total"] <= 0.4]
     worst = min(band, key=lambda c: c["accuracy"])
-    drop_points = 100 * (base - worst["accuracy"])
+    n_ev = len(ev_labels)
+    diff, lo, hi = binomial_diff_interval(base, worst["accuracy"], n_ev)
+    drop_points = 100 * diff
+    yt = float(ev_labels.float().mean())
+    majority = max(yt, 1 - yt)
     measured = {"accuracy_dense": base, "train_sentences": task.train_size, "eval_sentences": task.eval_size,
                 "removed_share": [c["removed"] / c["total"] for c in curve],
                 "accuracy": [c["accuracy"] for c in curve],
-                "worst_in_30_40pct": worst["accuracy"], "accuracy_points_lost_30_40pct": drop_points}
-    verdict = rules.at_most(drop_points, 1.0, "accuracy points lost with 30-40% of the heads removed")
+                "worst_in_30_40pct": worst["accuracy"], "accuracy_points_lost_30_40pct": drop_points,
+                "accuracy_points_lost_30_40pct_ci": [100 * lo, 100 * hi], "majority": majority}
+    verdict = rules.at_most(drop_points, 1.0, f"accuracy points lost with 30-40% of the heads removed (interval: "
+                            f"two accuracies on {n_ev} held-out sentences)", (100 * lo, 100 * hi))
+    if classifier_collapsed(base, majority):
+        verdict = rules.invalid(f"sanity check failed: the fine-tuned encoder's accuracy {base:.3f} does not beat "
+                                f"the majority class ({majority:.3f}) by the margin: it did not learn the task")
     path, rel = ctx.figure_path("c11_head_pruning.png")
     _curve_figure([c["removed"] / c["total"] for c in curve], [c["accuracy"] for c in curve], path)
     return Outcome(measured, verdict, f"MiniLM-L6 fine-tuned on {task.train_size} review sentences "
@@ -236,8 +258,13 @@ def c31(ctx: Context) -> Outcome:
     diff = max(v for k, v in r["max_abs_diff"].items() if k != "eager")
     measured = {"latency_s": lat, "max_abs_diff": r["max_abs_diff"], "fastest": best, "speedup": ratio,
                 "max_abs_logit_diff": diff, "tokens": p.seqlen}
-    verdict = rules.all_of(rules.within(ratio, 2, 3, f"latency eager / {best}"),
-                           rules.at_most(diff, 1e-4, "max |logit difference| against eager"))
+    speed = rules.within(ratio, 2, 3, f"latency eager / {best}")
+    if p.device != "cuda" and not torch.cuda.is_available():
+        speed = rules.not_measurable(
+            "the quoted 2-3x comes from GPU kernels (FlashAttention-style fusion of memory-bound attention and "
+            f"elementwise ops on a GPU); this machine has no CUDA GPU, and on CPU eager / {best} = {ratio:.2f}x "
+            "measures a different bottleneck")
+    verdict = rules.parts(speed=speed, same_outputs=rules.at_most(diff, 1e-4, "max |logit difference| against eager"))
     return Outcome(measured, verdict, f"SmolLM2 forward of 1x{p.seqlen} tokens on {p.device}: eager attention "
                    f"against SDPA{'' if backend is None else ' and torch.compile(' + backend + ')'}"
                    f"{' (the ci profile skips torch.compile)' if backend is None else ''}.")

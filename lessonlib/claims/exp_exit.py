@@ -78,15 +78,15 @@ def c10(ctx: Context) -> Outcome:
     measured.update(_wall_clock(model, tok, heads, clf, keep, p))
     best = max(keep, key=lambda n: keep[n]["split5"]["easy"]["saved"])
     split5 = keep[best]["split5"]
-    verdict = rules.all_of(
-        rules.within(split5["easy"]["saved"], 0.30, 0.60,
+    verdict = rules.parts(
+        easy_tokens_save=rules.within(split5["easy"]["saved"], 0.30, 0.60,
                      f"share of blocks easy tokens save at the 5% PPL cost ({best} confidence)"),
-        rules.at_least(split5["hard"]["mean_blocks"] / L, 0.90,
+        hard_tokens_run_all=rules.at_least(split5["hard"]["mean_blocks"] / L, 0.90,
                        f"share of blocks hard tokens use at the 5% PPL cost ({best} confidence)"))
     if loss_left > 0.5:  # the heads' loss has not even halved: what they allow says little about early exit
-        verdict = rules.not_measurable(
+        verdict = rules.invalid(
             f"the exit heads' KD loss is still {loss_left:.0%} of its start after {steps} steps (it must at least "
-            f"halve for the heads to count as trained), so this run cannot tell; untrained heads give: "
+            f"halve for the heads to count as trained: sanity check failed); untrained heads give: "
             f"{verdict.label}: {verdict.rule}")
     return Outcome(measured, verdict, f"Exit heads (norm copy + adapter sharing the frozen LM head, top-64 KD, "
                    f"{steps} steps on a frozen SmolLM2) with two confidences: max-prob and CALM's early-exit "

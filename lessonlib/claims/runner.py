@@ -26,6 +26,8 @@ __all__ = ["reproduce", "write_report", "config_key", "code_fingerprint", "sourc
 
 
 _NOT_MEASURING = ("runner.py", "cli.py")  # report writing, not measuring
+# a row a stopped run did not reach (``cached_only``): a report status, never a verdict of a rule
+NOT_RUN, NOT_RUN_LABEL = "not run", "not measured in this report (the run stopped first)"
 
 
 def source_closure(module_file: str, root: str | None = None) -> list[str]:
@@ -108,8 +110,7 @@ def _outcome_to_json(o: Outcome) -> dict:
 
 
 def _outcome_from_json(d: dict) -> Outcome:
-    v = d["verdict"]
-    return Outcome(measured=d["measured"], verdict=Verdict(v["status"], v["rule"]), summary=d["summary"],
+    return Outcome(measured=d["measured"], verdict=Verdict.from_dict(d["verdict"]), summary=d["summary"],
                    figure=d.get("figure"), seconds=d.get("seconds", 0.0), details=d.get("details", {}))
 
 
@@ -153,6 +154,10 @@ def _load_cached(path: str, cid: str) -> dict | None:
         return _bad_entry(path, cid, "verdict needs string 'status', 'rule' and 'label'")
     if v["status"] == "error":
         return _bad_entry(path, cid, "caches an error (never written by this runner)")
+    try:
+        Verdict.from_dict(v)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        return _bad_entry(path, cid, f"verdict does not parse ({type(e).__name__}: {short(str(e), 120)})")
     if not isinstance(d.get("seconds", 0.0), (int, float)) or isinstance(d.get("seconds"), bool):
         return _bad_entry(path, cid, "seconds is not a number")
     for k in ("details", "computed"):
@@ -182,18 +187,21 @@ def _safe_figure(fig) -> str | None:
 
 
 def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = False,
-              use_cache: bool = True) -> dict[str, dict]:
+              use_cache: bool = True, cached_only: bool = False) -> dict[str, dict]:
     """Run every registered claim (or ``only`` those ids), then write ``out_dir``/claims.{md,json}.
 
     Outcomes are cached under ``$LESSONLIB_CACHE/claims`` by (claim, experiment source, profile), so an
     interrupted run resumes where it stopped; ``force`` re-runs anyway.  Claims with no experiment yet
     appear as pending.  An experiment that raises is reported with status ``error`` and the run goes on.
+    ``cached_only`` measures nothing: rows with no cached outcome for the current code are written as pending
+    (saying so), e.g. to write the report of a run that was stopped before its end.
     """
     prof = get_profile(profile, default="laptop")  # the ledger's own default; chapters default to lab
     ids = _parse_only(only)
     exps = registry()
     ctx = Context(prof, out_dir=out_dir)
     results: dict[str, dict] = {}
+    missing: list[str] = []
     todo = [c for c in CATALOG if ids is None or c in ids]
     for cid in tqdm(todo, desc=f"claims ({prof.name})", disable=progress_disabled()):
         info = CATALOG[cid]
@@ -205,6 +213,13 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
         key = config_key(cid, exps[cid], prof, fingerprint)
         path = os.path.join(cache_dir("claims", prof.name), f"{cid}-{key}.json")
         cached = _load_cached(path, cid) if use_cache and not force and os.path.exists(path) else None
+        if cached is None and cached_only:
+            results[cid] = {"measured": {}, "summary": "", "figure": None, "seconds": 0.0, "details": {},
+                            "verdict": {"status": NOT_RUN, "label": NOT_RUN_LABEL, "rule": (
+                                "not measured in this report: no cached outcome for the current code (the run was "
+                                "stopped before this claim; run `lessonlib reproduce` to measure it)")}}
+            missing.append(cid)
+            continue
         if cached is not None:
             results[cid] = cached
             results[cid].setdefault("computed", {"date": _utc(os.path.getmtime(path)), "commit": "unknown"})
@@ -230,7 +245,7 @@ def reproduce(profile=None, only=None, out_dir: str = "reports", force: bool = F
             _keep_figure(results[cid], path, out_dir)
             with open(path, "w") as f:
                 json.dump(results[cid], f, indent=1)
-    write_report(results, prof, out_dir, partial=ids is not None)
+    write_report(results, prof, out_dir, partial=ids is not None or bool(missing), not_measured=missing)
     return results
 
 
@@ -287,23 +302,91 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False) -> None:
-    """Write claims.json (everything) and claims.md (a table a reader can scan) to ``out_dir``."""
+def _verdict_cell(v: dict) -> str:
+    """The verdict's label, and each part's label for a compound claim."""
+    cell = rules.label_of(v)
+    if v.get("parts"):
+        cell += " (" + "; ".join(f"{p['name']}: {rules.label_of(p)}" for p in v["parts"]) + ")"
+    return cell
+
+
+def _previous(out_dir: str) -> dict | None:
+    """The report this one replaces (same folder), to list the verdicts that changed; None if none/unreadable."""
+    path = os.path.join(out_dir, "claims.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) and {"meta", "claims"} <= set(d) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def change_reason(old: dict, new: dict) -> str:
+    """Why a row's verdict differs from the previous report's: the vocabulary (a status the old report could
+    not write), a guard (the new verdict is inconclusive / invalid / not measurable), the experiment or rule
+    (different rule text or measured keys: 'method set'), or, with the same rule and keys, noise."""
+    o, n = old["verdict"], new["verdict"]
+    new_words = {rules.INCONCLUSIVE, rules.INVALID}
+    if n["status"] in new_words or (n.get("parts") and not o.get("parts")):
+        return "vocabulary and guards: the new verdict splits the claim or reads its interval/sanity check"
+    if n["status"] == rules.NOT_MEASURABLE or o["status"] == rules.NOT_MEASURABLE:
+        return "what can be measured here changed (hardware, data or budget named in the rule)"
+    if o["rule"] != n["rule"] or set(old.get("measured", {})) != set(new.get("measured", {})):
+        return "method set: the experiment or its rule changed"
+    return "noise: same rule and measurements, different numbers"
+
+
+def write_report(results: dict[str, dict], profile, out_dir: str = "reports", partial: bool = False,
+                 not_measured: list[str] | None = None) -> None:
+    """Write claims.json (everything) and claims.md (a table a reader can scan) to ``out_dir``.
+
+    Each row gets the published numbers beside ours (``published.beside``) and, for a sweep without a figure
+    of its own, a figure drawn from its numbers (``report_figures``); the closing note lists every verdict that
+    changed against the report this one replaces."""
+    from .published import beside, format_beside
+    from .report_figures import draw_sweep_figures
+
     os.makedirs(out_dir, exist_ok=True)
+    prev = _previous(out_dir)
     meta = {"date": _utc(time.time()), "commit": _git_commit(),
-            "machine": _machine(), "profile": profile.as_dict(), "partial": partial}
+            "machine": _machine(), "profile": profile.as_dict(), "partial": partial,
+            "not_measured": list(not_measured or [])}
     claims = {cid: {"seeds": list(CATALOG[cid].seeds), "statement": CATALOG[cid].statement,
                     "test": CATALOG[cid].test, "issue": CATALOG[cid].issue, **r} for cid, r in results.items()}
+    for cid, c in claims.items():
+        try:
+            c["published"] = beside(cid, c.get("measured") or {})
+        except (KeyError, TypeError, ValueError) as e:
+            warnings.warn(f"{cid}: published numbers not resolved ({e})", RuntimeWarning, stacklevel=2)
+            c["published"] = None
+    draw_sweep_figures(claims, out_dir)
+    changes = []
+    if prev is not None:
+        for cid, c in claims.items():
+            old = prev["claims"].get(cid)
+            if c["verdict"]["status"] in (rules.PENDING, NOT_RUN):
+                continue  # not measured in this report: nothing to compare
+            same_parts = not old.get("verdict", {}).get("parts") if old else True
+            same_parts = same_parts or [p["status"] for p in old["verdict"]["parts"]] == \
+                [p["status"] for p in c["verdict"].get("parts", [])]
+            if old is None or old["verdict"].get("status") == c["verdict"]["status"] and same_parts:
+                continue
+            changes.append({"claim": cid, "from": _verdict_cell(old["verdict"]), "to": _verdict_cell(c["verdict"]),
+                            "why": change_reason(old, c)})
+        meta["previous"] = {"commit": prev["meta"].get("commit"), "date": prev["meta"].get("date")}
+    meta["changes"] = changes
     with open(os.path.join(out_dir, "claims.json"), "w") as f:
         json.dump({"meta": meta, "claims": claims}, f, indent=1)
     n_cached = sum(1 for r in results.values() if r.get("computed", {}).get("cached"))
     n_current = sum(1 for r in results.values() if r.get("computed", {}).get("current"))
     counts: dict[str, int] = {}
     for r in results.values():
-        counts[r["verdict"]["label"]] = counts.get(r["verdict"]["label"], 0) + 1
+        counts[rules.label_of(r["verdict"])] = counts.get(rules.label_of(r["verdict"]), 0) + 1
     lines = ["# Reproduction ledger", "",
              f"Generated by `lessonlib reproduce --profile {profile.name}` on {meta['date']}, commit "
-             f"`{meta['commit']}`, {meta['machine']}." + (" Partial run (--only)." if partial else ""), "",
+             f"`{meta['commit']}`, {meta['machine']}." + (" Partial run (--only)." if partial and not not_measured else "")
+             + (f" Partial report: the run was stopped before {len(not_measured)} claims "
+                f"({', '.join(not_measured)}); their rows say so and carry no verdict." if not_measured else ""), "",
              "Every verdict below was computed by the rule shown, from the numbers measured in the same run of "
              "its experiment. Outcomes are cached by (claim, the source of its experiment and of every lessonlib "
              "module that experiment imports, profile, torch version); "
@@ -312,14 +395,29 @@ def write_report(results: dict[str, dict], profile, out_dir: str = "reports", pa
              f"{n_current} of {len(results)} rows were measured with the code they import as it is now "
              f"(`computed.library` in claims.json); `--force` re-measures every row.", "",
              "Totals: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), "",
-             "| claim | seed | claim (our words) | measured | verdict | rule | figure |",
-             "|---|---|---|---|---|---|---|"]
+             "Verdicts: *holds* / *does not hold* at this scale (the value, and its 95% interval where it has "
+             "one, lies inside / outside the claim's band); *inconclusive* (the interval, a paired bootstrap over "
+             "the evaluation windows or the spread over three seeds, straddles the band's edge); *not measurable "
+             "here* (the hardware, data or budget the claim needs is missing: the rule says which); *invalid run* "
+             "(a sanity check failed, e.g. a classifier collapsed onto one class). A compound claim lists its "
+             "parts, each with its own verdict." + ("" if torch.cuda.is_available() else
+             " This machine has no CUDA GPU: the `gpu` profile and the GPU-only rows (C41's 2:4 kernels, the "
+             "kernel-speed parts of C31 and C32) are not measurable here, each with its reason."), "",
+             "| claim | seed | claim (our words) | measured | verdict | rule | published beside ours | figure |",
+             "|---|---|---|---|---|---|---|---|"]
     for cid, c in claims.items():
         measured = "; ".join(f"{k} = {_fmt(v)}" for k, v in c["measured"].items()) or "-"
         if c["summary"]:
             measured = f"{c['summary']} ({measured})"
         fig = f"![{cid}]({c['figure']})" if c.get("figure") else ""
-        row = [cid, ", ".join(c["seeds"]), c["statement"], measured, c["verdict"]["label"], c["verdict"]["rule"], fig]
+        row = [cid, ", ".join(c["seeds"]), c["statement"], measured, _verdict_cell(c["verdict"]), c["verdict"]["rule"],
+               format_beside(c.get("published")), fig]
         lines.append("| " + " | ".join(s.replace("|", "/").replace("\n", " ") for s in row) + " |")
+    if prev is not None:
+        pm = prev["meta"]
+        lines += ["", f"## Verdicts that changed since the previous report (commit `{pm.get('commit')}`, "
+                  f"{pm.get('date')})", ""]
+        lines += [f"- {ch['claim']}: {ch['from']} -> {ch['to']}. Why: {ch['why']}." for ch in changes] or \
+                 ["- none"]
     with open(os.path.join(out_dir, "claims.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
