@@ -182,6 +182,21 @@ def _relu_random(fn, ref):
             raise CheckFailure(f"{what}: zero_fraction = {z!r}, expected {float((h == 0).double().mean())!r}")
 
 
+@prop("the order of the FFN units does not matter: permuting them (rows of W_gate, W_up, columns of W_down) keeps "
+      "y and the zero fraction")
+def _relu_permutation(fn, ref):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 10, generator=g)
+    wg, wu, wd = torch.randn(24, 10, generator=g), torch.randn(24, 10, generator=g), torch.randn(10, 24, generator=g)
+    perm = torch.randperm(24, generator=g)
+    what = "relufied_ffn(x, W_gate, W_up, W_down) vs the same with the 24 units permuted"
+    y, z = _relu_ffn(fn, ref, x, wg, wu, wd, what)
+    y2, z2 = _relu_ffn(fn, ref, x, wg[perm], wu[perm], wd[:, perm], what)
+    assert_close(y2, y, what=f"{what}: y", rtol=1e-5, atol=1e-5)
+    if abs(z2 - z) > 1e-9:
+        raise CheckFailure(f"{what}: zero_fraction changed from {z!r} to {z2!r}")
+
+
 Q20_2 = Exercise(
     id="q20_2", points=3, notebook=NOTEBOOK, reference="lessonlib.sparsity.activation:relufied_ffn",
     statement="ReLU-fy a LLaMA MLP: with x (tokens, d), w_gate and w_up (d_ff, d) and w_down (d, d_ff), compute the "
@@ -191,7 +206,16 @@ Q20_2 = Exercise(
     hints=("The gate is x @ w_gate.T (tokens, d_ff); only it goes through the activation.",
            "The intermediate is the elementwise product of the activated gate and the up projection.",
            "A zero can come from the gate or from the up projection: count the zeros of the product."),
-    checks=(_relu_literal, _relu_gate_only, _relu_random),
+    checks=(_relu_literal, _relu_gate_only, _relu_permutation, _relu_random),
 )
 
-EXERCISES = [Q20_1, Q20_2]
+from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+
+Q20_3 = Exercise(
+    id='q20_3', points=2, notebook=NOTEBOOK, reference="lessonlib.practice:batched_skip_choice",
+    statement='Concept question (return one letter). A batched down projection multiplies the FFN intermediate of 32 tokens at once. Which units may it skip? A: units that are zero for at least one token of the batch; B: units that are zero for every token of the batch; C: units whose mean activation over the batch is near zero; D: units that are zero for the first token.',
+    hints=('A skipped row of W_down^T is skipped for every token of the batch.',),
+    checks=(choice("the letter of the right answer", 'B'), *concept_checks("letter")),
+)
+
+EXERCISES = [Q20_1, Q20_2, Q20_3]

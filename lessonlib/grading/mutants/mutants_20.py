@@ -86,3 +86,18 @@ def gate_zeros_only(x, w_gate, w_up, w_down):
 def nonzero_fraction(x, w_gate, w_up, w_down):
     h = torch.relu(x @ w_gate.T) * (x @ w_up.T)
     return h @ w_down.T, float((h != 0).float().mean())
+
+
+@mutant('q20_3', 'answers A (zero for at least one token)')
+def concept_q20_3_0():
+    return 'A'
+
+
+@mutant('q20_3', 'answers C (near-zero mean)')
+def concept_q20_3_1():
+    return 'C'
+
+
+@mutant('q20_3', 'answers D (zero for the first token)')
+def concept_q20_3_2():
+    return 'D'
