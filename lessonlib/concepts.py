@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1",
            "pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
-           "joint_beats_sequential_choice", "int4_ridge_tokens", "nf4_double_quant_bits"]
+           "joint_beats_sequential_choice", "int4_ridge_tokens", "nf4_double_quant_bits",
+           "rescaling_block_choice", "projection_direction_choice", "exit_speedup_choice", "imp_fraction_left", "largest_saving_rank", "clustered_bytes", "batched_skip_choice"]
 
 
 def q01_c1() -> float:
@@ -122,4 +123,57 @@ def nf4_double_quant_bits() -> float:
     absmaxes (QLoRA's double quantization)."""
     # BEGIN SOLUTION
     return 4 + 8 / 64 + 32 / (64 * 256)
+    # END SOLUTION
+
+
+# ---- chapters 11, 14-18 and 20 ----
+def rescaling_block_choice() -> str:
+    """Chapter 11, q11_2: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "B"
+    # END SOLUTION
+
+
+def projection_direction_choice() -> str:
+    """Chapter 14, q14_2: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "A"
+    # END SOLUTION
+
+
+def exit_speedup_choice() -> str:
+    """Chapter 15, q15_2: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "A"
+    # END SOLUTION
+
+
+def imp_fraction_left() -> float:
+    """Chapter 16, q16_2: a number, see the chapter."""
+    # BEGIN SOLUTION
+    rounds, rate = 5, 0.2
+    return (1 - rate) ** rounds  # each round keeps 80% of the survivors
+    # END SOLUTION
+
+
+def largest_saving_rank() -> int:
+    """Chapter 17, q17_2: a number, see the chapter."""
+    # BEGIN SOLUTION
+    d_out, d_in = 576, 1536
+    return (d_out * d_in - 1) // (d_out + d_in)  # largest r with r (d_in + d_out) < d_in d_out
+    # END SOLUTION
+
+
+def clustered_bytes() -> int:
+    """Chapter 18, q18_2: a number, see the chapter."""
+    # BEGIN SOLUTION
+    n, k = 576 * 1536, 16
+    return n * 4 // 8 + 4 * k  # ceil(log2 16) = 4-bit indices + float32 codebook
+    # END SOLUTION
+
+
+def batched_skip_choice() -> str:
+    """Chapter 20, q20_3: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "B"
     # END SOLUTION

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .checks import Check, assert_close, assert_tensor, call, prop
+from .checks import Check, CheckFailure, assert_close, assert_python_float, assert_tensor, call, prop
 from .registry import Exercise
 
 NOTEBOOK = "20_activation_sparsity"
@@ -122,4 +122,100 @@ Q20_1 = Exercise(
     checks=(_one_token, _two_tokens, _threshold, _at_threshold, _bias, _permutation, _random),
 )
 
-EXERCISES = [Q20_1]
+
+
+def _relu_ffn(fn, ref, x, wg, wu, wd, what):
+    got = call(fn, x, wg, wu, wd, _ref=ref)
+    if not isinstance(got, tuple) or len(got) != 2:
+        raise CheckFailure(f"{what}\n  expected a tuple (y, zero_fraction), got {type(got).__name__}")
+    y, z = got
+    assert_tensor(y, what=f"{what}: y", shape=(x.shape[0], wd.shape[0]), dtype=x.dtype)
+    assert_python_float(z, what=f"{what}: zero_fraction")
+    return y, z
+
+
+@_kind("literal")
+@prop("one token, d = 2, d_ff = 2: the negative gate gives the one zero -> y = [3, 6], zero fraction 0.5")
+def _relu_literal(fn, ref):
+    # x = [1, 2]; gate pre-activations x W_gate^T = [1*1 + 2*0, 1*(-1) + 2*0] = [1, -1] -> ReLU [1, 0]
+    # up x W_up^T = [1*1 + 2*1, 1*0 + 2*1] = [3, 2]; h = [1*3, 0*2] = [3, 0]: one exact zero of two
+    # y = h W_down^T with W_down = [[1, 5], [2, 7]] -> [3*1 + 0*5, 3*2 + 0*7] = [3, 6]
+    x, wg, wu, wd = T([[1.0, 2.0]]), T([[1.0, 0.0], [-1.0, 0.0]]), T([[1.0, 1.0], [0.0, 1.0]]), T([[1.0, 5.0], [2.0, 7.0]])
+    what = "relufied_ffn(x=[[1, 2]], w_gate=[[1, 0], [-1, 0]], w_up=[[1, 1], [0, 1]], w_down=[[1, 5], [2, 7]])"
+    y, z = _relu_ffn(fn, ref, x, wg, wu, wd, what)
+    assert_close(y, T([[3.0, 6.0]]), what=f"{what}: y", atol=1e-6)
+    if abs(z - 0.5) > 1e-9:
+        raise CheckFailure(f"{what}: zero_fraction = {z!r}, expected 0.5 (h = [3, 0])")
+
+
+@_kind("literal")
+@prop("ReLU acts on the gate only: a negative UP value with a positive gate stays negative, a zero up value "
+      "counts as a zero of h too")
+def _relu_gate_only(fn, ref):
+    # x = [1, 1]; gate = [2, 1, -3] -> ReLU [2, 1, 0]; up = [-1, 0, 4]; h = [-2, 0, 0]: two zeros of three
+    # (unit 1 through up = 0, unit 2 through the gate); W_down = I-like (2, 3) = [[1, 0, 0], [0, 1, 1]] -> y = [-2, 0]
+    x = T([[1.0, 1.0]])
+    wg, wu = T([[1.0, 1.0], [0.5, 0.5], [-1.0, -2.0]]), T([[-0.5, -0.5], [1.0, -1.0], [2.0, 2.0]])
+    wd = T([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    what = "relufied_ffn with gate [2, 1, -3] and up [-1, 0, 4] for x = [1, 1]"
+    y, z = _relu_ffn(fn, ref, x, wg, wu, wd, what)
+    assert_close(y, T([[-2.0, 0.0]]), what=f"{what}: y", atol=1e-6)
+    if abs(z - 2 / 3) > 1e-6:
+        raise CheckFailure(f"{what}: zero_fraction = {z!r}, expected 2/3 (h = [-2, 0, 0])")
+
+
+@_kind("reference")
+@prop("seeded random FFNs (float32 and float64): y equals ReLU(x Wg^T) * (x Wu^T) @ Wd^T and the zero fraction "
+      "is that of h (near one half: the gate pre-activations are symmetric)")
+def _relu_random(fn, ref):
+    g = torch.Generator().manual_seed(1)
+    for tokens, d, d_ff, dt in ((5, 8, 32, torch.float32), (16, 12, 64, torch.float64), (1, 4, 6, torch.float32)):
+        x = torch.randn(tokens, d, generator=g, dtype=dt)
+        wg, wu = torch.randn(d_ff, d, generator=g, dtype=dt), torch.randn(d_ff, d, generator=g, dtype=dt)
+        wd = torch.randn(d, d_ff, generator=g, dtype=dt)
+        gate = x @ wg.T  # (tokens, d_ff)
+        h = torch.relu(gate) * (x @ wu.T)
+        what = f"relufied_ffn on random x ({tokens}, {d}), d_ff = {d_ff}, {dt}"
+        y, z = _relu_ffn(fn, ref, x, wg, wu, wd, what)
+        assert_close(y, h @ wd.T, what=f"{what}: y", rtol=1e-5, atol=1e-5)
+        if abs(z - float((h == 0).double().mean())) > 1e-6:  # float32 means round
+            raise CheckFailure(f"{what}: zero_fraction = {z!r}, expected {float((h == 0).double().mean())!r}")
+
+
+@prop("the order of the FFN units does not matter: permuting them (rows of W_gate, W_up, columns of W_down) keeps "
+      "y and the zero fraction")
+def _relu_permutation(fn, ref):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 10, generator=g)
+    wg, wu, wd = torch.randn(24, 10, generator=g), torch.randn(24, 10, generator=g), torch.randn(10, 24, generator=g)
+    perm = torch.randperm(24, generator=g)
+    what = "relufied_ffn(x, W_gate, W_up, W_down) vs the same with the 24 units permuted"
+    y, z = _relu_ffn(fn, ref, x, wg, wu, wd, what)
+    y2, z2 = _relu_ffn(fn, ref, x, wg[perm], wu[perm], wd[:, perm], what)
+    assert_close(y2, y, what=f"{what}: y", rtol=1e-5, atol=1e-5)
+    if abs(z2 - z) > 1e-9:
+        raise CheckFailure(f"{what}: zero_fraction changed from {z!r} to {z2!r}")
+
+
+Q20_2 = Exercise(
+    id="q20_2", points=3, notebook=NOTEBOOK, reference="lessonlib.sparsity.activation:relufied_ffn",
+    statement="ReLU-fy a LLaMA MLP: with x (tokens, d), w_gate and w_up (d_ff, d) and w_down (d, d_ff), compute the "
+              "FFN intermediate with ReLU in place of SiLU on the gate, then the output y (tokens, d) in x's dtype. "
+              "Return (y, zero_fraction), the second the fraction of entries of the intermediate that are exactly 0, "
+              "as a Python float.",
+    hints=("The gate is x @ w_gate.T (tokens, d_ff); only it goes through the activation.",
+           "The intermediate is the elementwise product of the activated gate and the up projection.",
+           "A zero can come from the gate or from the up projection: count the zeros of the product."),
+    checks=(_relu_literal, _relu_gate_only, _relu_permutation, _relu_random),
+)
+
+from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+
+Q20_3 = Exercise(
+    id='q20_3', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:batched_skip_choice",
+    statement='Concept question (return one letter). A batched down projection multiplies the FFN intermediate of 32 tokens at once. Which units may it skip? A: units that are zero for at least one token of the batch; B: units that are zero for every token of the batch; C: units whose mean activation over the batch is near zero; D: units that are zero for the first token.',
+    hints=('A skipped row of W_down^T is skipped for every token of the batch.',),
+    checks=(choice("the letter of the right answer", 'B'), *concept_checks("letter")),
+)
+
+EXERCISES = [Q20_1, Q20_2, Q20_3]

@@ -5,7 +5,8 @@ from torch import nn
 
 from lessonlib.models import decoder_blocks, tiny_causal_lm
 from lessonlib.sparsity import (ActivationSparsityMonitor, SparseDownProj, activation_sparsity, ffn_down_projections,
-                                relufy_llama_mlp, sparse_down_proj, time_sparse_down_proj)
+                                relufied_ffn, relufy_llama_mlp, sparse_down_proj,
+                                time_sparse_down_proj)
 
 
 def _ids(seed=0):
@@ -93,3 +94,23 @@ def test_timing_helper():
     assert out["max_abs_diff"] < 1e-5
     with pytest.raises(ValueError, match="sparsity"):
         time_sparse_down_proj(sparsity=1.0)
+
+
+def test_relufied_ffn_matches_a_relufied_model_and_counts_its_zeros():
+    """The layer-level ReLU-fied MLP equals a ReLU-fied tiny model's MLP, and its zero fraction equals the monitor's."""
+    model = tiny_causal_lm(layers=1, seed=0)
+    relufy_llama_mlp(model)
+    mlp = decoder_blocks(model)[0].mlp
+    x = torch.randn(7, model.config.hidden_size, generator=torch.Generator().manual_seed(0))  # (tokens, d)
+    with torch.no_grad():
+        y, zeros = relufied_ffn(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+        with ActivationSparsityMonitor({"0": mlp.down_proj}) as mon:
+            y_ref = mlp(x)
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    assert isinstance(zeros, float) and abs(zeros - mon.overall()) < 1e-6 and 0.2 < zeros < 0.8  # about half: symmetric gate
+    # literal: gate [1, -1] -> [1, 0]; up [3, 2]; h = [3, 0]; y = [[1, 5], [2, 7]] h = [3, 6]
+    y1, z1 = relufied_ffn(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0], [-1.0, 0.0]]),
+                          torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.tensor([[1.0, 5.0], [2.0, 7.0]]))
+    assert y1.tolist() == [[3.0, 6.0]] and z1 == 0.5
+    with pytest.raises(ValueError, match="widths disagree"):
+        relufied_ffn(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight.T)

@@ -24,7 +24,7 @@ from ..models import decoder_blocks
 from ..atomic import atomic
 
 __all__ = ["ffn_down_projections", "ActivationSparsityMonitor", "activation_sparsity", "relufy_llama_mlp",
-           "SparseDownProj", "sparse_down_proj", "time_sparse_down_proj"]
+           "relufied_ffn", "SparseDownProj", "sparse_down_proj", "time_sparse_down_proj"]
 
 _DOWN_NAMES = ("mlp.down_proj", "fc2", "mlp.c_proj")  # LLaMA-style, OPT, GPT-2
 
@@ -120,6 +120,28 @@ def relufy_llama_mlp(model: nn.Module) -> int:
     if getattr(model, "config", None) is not None:
         model.config.hidden_act = "relu"
     return n
+
+
+def relufied_ffn(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                 w_down: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A LLaMA MLP after ReLU-fication (Mirzadeh et al. 2023, stage 1): ReLU in place of SiLU in the gate.
+
+    h = ReLU(x W_gate^T) * (x W_up^T), y = h W_down^T.  x (tokens, d); w_gate, w_up (d_ff, d); w_down (d, d_ff).
+    Returns ``(y, zero_fraction)``: y (tokens, d) in x's dtype and the fraction of entries of h that are exactly
+    zero, as a Python float: every token whose gate pre-activation is <= 0 contributes one.
+    """
+    if x.dim() != 2 or w_gate.dim() != 2 or w_up.shape != w_gate.shape or w_down.dim() != 2:
+        raise ValueError(f"shapes x {tuple(x.shape)}, w_gate {tuple(w_gate.shape)}, w_up {tuple(w_up.shape)}, "
+                         f"w_down {tuple(w_down.shape)} are not (tokens, d), (d_ff, d), (d_ff, d), (d, d_ff)")
+    if w_gate.shape[1] != x.shape[1] or w_down.shape != (x.shape[1], w_gate.shape[0]):
+        raise ValueError(f"widths disagree: x {tuple(x.shape)}, w_gate {tuple(w_gate.shape)}, "
+                         f"w_down {tuple(w_down.shape)} (need d = {x.shape[1]}, d_ff = {w_gate.shape[0]})")
+    # BEGIN SOLUTION
+    h = torch.relu(x @ w_gate.T) * (x @ w_up.T)  # (tokens, d_ff): zero wherever the gate is <= 0
+    y = h @ w_down.T  # (tokens, d)
+    zero_fraction = float((h == 0).float().mean())
+    # END SOLUTION
+    return y, zero_fraction
 
 
 def sparse_down_proj(h: torch.Tensor, w_down_t: torch.Tensor, bias: torch.Tensor | None = None,

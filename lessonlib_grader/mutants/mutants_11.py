@@ -46,3 +46,18 @@ def tensor_result(h_in, h_out):
 def sum_cos(h_in, h_out):
     a, b = h_in.reshape(-1, h_in.shape[-1]), h_out.reshape(-1, h_out.shape[-1])
     return float(1 - F.cosine_similarity(a, b, dim=-1).sum())
+
+
+@mutant('q11_2', 'answers A (RMSNorm is scale-invariant, so always harmless)')
+def concept_q11_2_0():
+    return 'A'
+
+
+@mutant('q11_2', 'answers C (only when c < 1)')
+def concept_q11_2_1():
+    return 'C'
+
+
+@mutant('q11_2', 'answers D (never)')
+def concept_q11_2_2():
+    return 'D'

@@ -83,3 +83,18 @@ def cosine_wrong_axis(h_student, h_teacher, proj_weight=None, kind="mse", mask=N
         keep = torch.ones(u.shape[:-1], dtype=torch.bool) if mask is None else mask.bool()
         return ((u[keep] - v[keep]) ** 2).mean()
     return (1 - F.cosine_similarity(u, v, dim=-2)).mean()
+
+
+@mutant('q14_2', 'answers B (project the teacher down: the loss can shrink everything)')
+def concept_q14_2_0():
+    return 'B'
+
+
+@mutant('q14_2', 'answers C (either)')
+def concept_q14_2_1():
+    return 'C'
+
+
+@mutant('q14_2', 'answers D (the first 192 channels)')
+def concept_q14_2_2():
+    return 'D'

@@ -47,3 +47,18 @@ def exit_in_place(conf, threshold):
 @mutant("q15_1", "returns a boolean 'exits early' flag per token instead of the block")
 def exit_flag(conf, threshold):
     return (conf[:-1] >= threshold).any(0).long()
+
+
+@mutant('q15_2', 'answers B (wrong predictions)')
+def concept_q15_2_0():
+    return 'B'
+
+
+@mutant('q15_2', 'answers C (the calibration metric)')
+def concept_q15_2_1():
+    return 'C'
+
+
+@mutant('q15_2', 'answers D (the model is too small)')
+def concept_q15_2_2():
+    return 'D'

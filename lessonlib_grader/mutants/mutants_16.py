@@ -78,3 +78,18 @@ def global_threshold(trained, masks, rewind, rate, output_layer=None):
         new_weights[n] = rewind[n] * new_masks[n]
         start += k
     return new_masks, new_weights
+
+
+@mutant('q16_2', 'subtracts 5 x 20%: nothing left')
+def concept_q16_2_0():
+    return 0.0
+
+
+@mutant('q16_2', 'keeps 80% once')
+def concept_q16_2_1():
+    return 0.8
+
+
+@mutant('q16_2', 'keeps 20% in each round')
+def concept_q16_2_2():
+    return 0.2 ** 5

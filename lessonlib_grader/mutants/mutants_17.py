@@ -48,3 +48,18 @@ def swapped(w, rank):
     U, S, Vh = _svd(w)
     root = S[:rank].sqrt()
     return (U[:, :rank] * root).to(w.dtype), (root[:, None] * Vh[:rank]).to(w.dtype)
+
+
+@mutant('q17_2', 'rounds the break-even rank up')
+def concept_q17_2_0():
+    return 419
+
+
+@mutant('q17_2', 'takes half the smaller width, as for a square matrix')
+def concept_q17_2_1():
+    return 288
+
+
+@mutant('q17_2', 'takes the smaller width (full rank)')
+def concept_q17_2_2():
+    return 576

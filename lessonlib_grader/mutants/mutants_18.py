@@ -75,3 +75,18 @@ def always_float32(values, centroids):
     idx = _nearest(values, centroids)
     sums, counts = _means(values, idx, centroids)
     return torch.where(counts > 0, sums / counts.clamp_min(1), centroids).float(), idx
+
+
+@mutant('q18_2', 'forgets the codebook')
+def concept_q18_2_0():
+    return 442368
+
+
+@mutant('q18_2', 'stores a 32-bit index per weight')
+def concept_q18_2_1():
+    return 3538944
+
+
+@mutant('q18_2', 'counts 1 byte per centroid')
+def concept_q18_2_2():
+    return 442384

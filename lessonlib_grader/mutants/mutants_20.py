@@ -1,6 +1,8 @@
 """Wrong answers a student might hand in for notebook 20's exercise (each must score 0)."""
 from __future__ import annotations
 
+import torch
+
 from . import mutant
 
 
@@ -53,3 +55,49 @@ def columns(h, w_down_t, bias=None, threshold=0.0):
     live = h.abs() > threshold
     active = live.any(0).nonzero().squeeze(1)
     return _finish((h * live)[:, active] @ w_down_t[:, active].T, bias)
+
+
+@mutant("q20_2", "keeps SiLU: no ReLU-fication, so (almost) no exact zeros")
+def silu_gate(x, w_gate, w_up, w_down):
+    h = torch.nn.functional.silu(x @ w_gate.T) * (x @ w_up.T)
+    return h @ w_down.T, float((h == 0).float().mean())
+
+
+@mutant("q20_2", "applies ReLU after the product (ReLU(gate * up)) instead of to the gate")
+def relu_after_product(x, w_gate, w_up, w_down):
+    h = torch.relu((x @ w_gate.T) * (x @ w_up.T))
+    return h @ w_down.T, float((h == 0).float().mean())
+
+
+@mutant("q20_2", "puts the ReLU on the up projection instead of the gate")
+def relu_on_up(x, w_gate, w_up, w_down):
+    h = (x @ w_gate.T) * torch.relu(x @ w_up.T)
+    return h @ w_down.T, float((h == 0).float().mean())
+
+
+@mutant("q20_2", "counts the zeros of the gate only, missing the zeros that come from the up projection")
+def gate_zeros_only(x, w_gate, w_up, w_down):
+    gate = torch.relu(x @ w_gate.T)
+    h = gate * (x @ w_up.T)
+    return h @ w_down.T, float((gate == 0).float().mean())
+
+
+@mutant("q20_2", "returns the nonzero fraction instead of the zero fraction")
+def nonzero_fraction(x, w_gate, w_up, w_down):
+    h = torch.relu(x @ w_gate.T) * (x @ w_up.T)
+    return h @ w_down.T, float((h != 0).float().mean())
+
+
+@mutant('q20_3', 'answers A (zero for at least one token)')
+def concept_q20_3_0():
+    return 'A'
+
+
+@mutant('q20_3', 'answers C (near-zero mean)')
+def concept_q20_3_1():
+    return 'C'
+
+
+@mutant('q20_3', 'answers D (zero for the first token)')
+def concept_q20_3_2():
+    return 'D'
