@@ -1,4 +1,5 @@
-"""Graded exercise of notebook 03 (GPTQ): one column update of GPTQ's inner loop.
+"""Graded exercises of notebook 03 (GPTQ): one column update of GPTQ's inner loop (q03_1), the whole lazy-batch
+loop with act-order (q03_3), and a concept question (q03_2).
 
 ``gptq_column_update`` changes ``W1`` in place by contract, so its checks call it directly (``checks.call``
 would hand it a copy) and look at ``W1`` afterwards.  Column ``i`` itself is not checked:
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .checks import Check, CheckFailure, GradingTimeout, assert_close, assert_tensor, prop
+from .checks import (Check, CheckFailure, GradingTimeout, agrees_with_reference, assert_close, assert_tensor,
+                     call, literal, prop)
 from .concept import concept_checks
 from .registry import Exercise
 
@@ -149,3 +151,110 @@ Q03_C1 = Exercise(
     checks=concept_checks("q03_2", "B"),
 )
 EXERCISES = [*EXERCISES, Q03_C1]
+
+
+# ------------------------------------------------------------------ q03_3 gptq_lazy_batch
+# H_LIT^-1 = [[1, .5], [.5, 1.25]] = U^T U with U = [[1, .5], [0, 1]] (check: U^T U = [[1, .5], [.5, .25 + 1]]).
+_H_LIT = torch.tensor([[1.25, -0.5], [-0.5, 1.0]], dtype=torch.float64)
+_H_SWAP = torch.tensor([[1.0, -0.5], [-0.5, 1.25]], dtype=torch.float64)  # _H_LIT with its two columns swapped
+_W_LIT = torch.tensor([[1.4, 0.6]], dtype=torch.float64)
+
+
+def _lazy(name: str, W, H, block_size: int, act_order: bool, want: list) -> Check:
+    return literal(name, (W, H, torch.round, block_size, act_order), expected=torch.tensor(want, dtype=torch.float64),
+                   atol=1e-9)
+
+
+# column 0: q = round(1.4) = 1, err = (1.4 - 1) / U_00 = 0.4; column 1: 0.6 - 0.4 * U_01 = 0.6 - 0.2 = 0.4 -> 0
+# (round-to-nearest alone would give [1, 1])
+_L3_INBLOCK = _lazy("the first column's error moves the second inside a block", _W_LIT, _H_LIT, 2, False, [[1.0, 0.0]])
+# block_size 1: the same update must arrive through the deferred update W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+_L3_DEFERRED = _lazy("the deferred update carries the error to the next block", _W_LIT, _H_LIT, 1, False, [[1.0, 0.0]])
+# act-order: diag(_H_SWAP) = [1, 1.25], so column 1 goes first; permuted, H is _H_LIT and W is [1.4, 0.6], so the
+# arithmetic is the case above, [1, 0] in visiting order, i.e. [0, 1] in the original order
+_L3_ACT = _lazy("act-order visits large H_jj first and returns the original column order", torch.tensor([[0.6, 1.4]],
+                dtype=torch.float64), _H_SWAP, 2, True, [[0.0, 1.0]])
+# without act-order on _H_SWAP: U = [[sqrt(1.25), 0.5 / sqrt(1.25)], [0, sqrt(0.8)]]; q0 = 1,
+# err = -0.4 / 1.118 = -0.358, column 1: 1.4 + 0.358 * 0.447 = 1.56 -> 2
+_L3_NOACT = _lazy("without act-order the columns go left to right", torch.tensor([[0.6, 1.4]], dtype=torch.float64),
+                  _H_SWAP, 2, False, [[1.0, 2.0]])
+# edge: one input column: nothing to update, the result is round(W)
+_L3_ONECOL = _lazy("a single column is just rounded", torch.tensor([[0.7], [-1.2], [2.5]], dtype=torch.float64),
+                   torch.tensor([[2.0]], dtype=torch.float64), 4, True, [[1.0], [-1.0], [2.0]])
+
+
+def _spd(gen: torch.Generator, n: int, unit_diag: bool = False) -> torch.Tensor:
+    x = torch.randn(3 * n, n, generator=gen, dtype=torch.float64) @ torch.randn(n, n, generator=gen, dtype=torch.float64)
+    h = 2 / x.shape[0] * x.T @ x
+    h = h + 0.05 * h.diagonal().mean() * torch.eye(n, dtype=torch.float64)  # damped: positive definite
+    if unit_diag:  # every H_jj equal: act-order must keep the original order (a stable sort)
+        d = h.diagonal().rsqrt()
+        h = (d[:, None] * h * d[None, :]).fill_diagonal_(1.0)  # exactly 1: the scaling leaves ~1e-16 noise
+    return h
+
+
+def _half(col: torch.Tensor) -> torch.Tensor:
+    return torch.round(col * 2) / 2  # a grid of step 0.5
+
+
+@prop("the result does not depend on block_size (the deferred update equals the immediate one)")
+def _q3_blocks(fn, ref):
+    gen = torch.Generator().manual_seed(7)
+    W, H = torch.randn(5, 12, generator=gen, dtype=torch.float64) * 2, _spd(gen, 12)
+    for act in (False, True):
+        base = call(fn, W, H, _half, 12, act, _ref=ref)
+        assert_tensor(base, what=f"gptq_lazy_batch(W (5, 12), H, quant, 12, act_order={act})", shape=(5, 12))
+        for b in (1, 2, 5, 20):
+            got = call(fn, W, H, _half, b, act, _ref=ref)
+            assert_close(got, base, what=f"gptq_lazy_batch(W (5, 12), H, quant, block_size={b}, act_order={act}) "
+                                         f"against block_size=12 (one block)", atol=1e-9)
+
+
+@prop("with a diagonal Hessian it is round-to-nearest, column by column, in the original order")
+def _q3_diag(fn, ref):
+    gen = torch.Generator().manual_seed(8)
+    W = torch.randn(4, 9, generator=gen, dtype=torch.float64) * 2
+    H = torch.diag(torch.rand(9, generator=gen, dtype=torch.float64) + 0.5)
+    for act in (False, True):
+        got = call(fn, W, H, _half, 4, act, _ref=ref)
+        assert_close(got, _half(W), what=f"gptq_lazy_batch(W (4, 9), diagonal H, quant, 4, act_order={act}): "
+                                         "no error can move, so the answer is quant(W)", atol=1e-9)
+
+
+@prop("ties: when every H_jj is equal, act-order keeps the original column order")
+def _q3_ties(fn, ref):
+    gen = torch.Generator().manual_seed(9)
+    W, H = torch.randn(4, 10, generator=gen, dtype=torch.float64) * 2, _spd(gen, 10, unit_diag=True)
+    plain = call(fn, W, H, _half, 3, False, _ref=ref)
+    got = call(fn, W, H, _half, 3, True, _ref=ref)
+    assert_close(got, plain, what="gptq_lazy_batch(W (4, 10), H with a constant diagonal, quant, 3, act_order=True) "
+                                  "against act_order=False (sort stably: equal H_jj keep their order)", atol=1e-9)
+
+
+def _q3_case(gen, rng):
+    n = rng.randint(3, 14)
+    W = torch.randn(rng.randint(1, 6), n, generator=gen, dtype=torch.float64) * 2
+    return (W, _spd(gen, n), _half, rng.randint(1, n + 2), rng.random() < 0.5), {}
+
+
+_q3_agree = agrees_with_reference("matches the reference on random weights, block sizes and act-order", _q3_case,
+                                  n_cases=8, seed=3, atol=1e-9)
+
+Q03_3 = Exercise(
+    id="q03_3", points=6, notebook=NOTEBOOK, reference="lessonlib.quant.gptq:gptq_lazy_batch",
+    statement="GPTQ's whole loop on one weight W (out, in) with its damped Hessian H (in, in). If act_order, visit "
+              "the columns in decreasing H_jj (stable sort) and permute W and H alike. With U the upper Cholesky "
+              "factor of H^-1, go through the columns in blocks of block_size: inside a block, quantize each column "
+              "with quant (it sees every earlier update) and push its error into the block's later columns at once; "
+              "apply the block's errors to all later blocks only when the block is done (the deferred update). "
+              "Return the quantized weight (out, in) in the original column order; do not change W or H.",
+    hints=("The in-block step is q03_1's column update; keep the scaled errors err = (w - q) / U_ii of the block in "
+           "a matrix Err1 (out, B).",
+           "The deferred update is one matrix product of Err1 with the block's rows of U, restricted to the "
+           "columns after the block.",
+           "torch.argsort(..., descending=True, stable=True); undo the permutation with argsort(perm).",
+           "Work on a clone of W: the caller's tensor must not change."),
+    checks=(_L3_INBLOCK, _L3_DEFERRED, _L3_ACT, _L3_NOACT, _L3_ONECOL, _q3_blocks, _q3_diag, _q3_ties, _q3_agree),
+    time_limit_s=20.0,
+)
+EXERCISES = [*EXERCISES, Q03_3]

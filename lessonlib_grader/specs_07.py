@@ -256,3 +256,70 @@ Q07_C1 = Exercise(
     checks=concept_checks("q07_3", "A"),
 )
 EXERCISES = [*EXERCISES, Q07_C1]
+
+
+# ------------------------------------------------------------------ q07_4 sparsegpt_block_mask
+def _mask_lit(name: str, W1: list, d: list, sparsity: float, i1: int, want: list) -> Check:
+    return literal(name, (torch.tensor(W1), torch.diag(torch.tensor(d)), sparsity, i1),
+                   expected=torch.tensor(want), result=lambda got, what: assert_tensor(
+                       got, what=what, shape=tuple(torch.tensor(want).shape), dtype=torch.bool))
+
+
+# scores w^2 / d^2 = [[1, 16], [9, 9]]; k = n_to_prune(4, .5) - 0 = 2: (0, 0) and, of the tie at 9, (1, 0)
+# (smaller row-major index). Magnitude alone (w^2 = [[1, 4], [9, 2.25]]) would prune (0, 0) and (1, 1) instead.
+_LIT_M_SAL = _mask_lit("scores divide by d^2, compared over the whole block; ties to the smaller index",
+                       [[1.0, 2.0], [3.0, 1.5]], [1.0, 0.5], 0.5, 0, [[False, True], [False, True]])
+# out = 3, B = 1, sparsity 0.5: n_to_prune(3) = 2, n_to_prune(6) = 3, n_to_prune(9) = 5 (floor(s n + 1/2)), so the
+# block at i1 = 1 prunes 3 - 2 = 1 and the block at i1 = 2 prunes 5 - 3 = 2: the counts add up, not 1.5 -> 2 each
+_LIT_M_CUM1 = _mask_lit("the block's count is the cumulative difference (block at i1 = 1)", [[1.0], [2.0], [3.0]],
+                        [1.0], 0.5, 1, [[False], [True], [True]])
+_LIT_M_CUM2 = _mask_lit("the block's count is the cumulative difference (block at i1 = 2)", [[1.0], [2.0], [3.0]],
+                        [1.0], 0.5, 2, [[False], [False], [True]])
+# every score equal (|w| = 1, d = 1): k = n_to_prune(6, 1/3) = 2, the first two in row-major order
+_LIT_M_TIES = _mask_lit("all scores tied: the first k in row-major order", [[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]],
+                        [1.0, 1.0, 1.0], 1 / 3, 0, [[False, False, True], [True, True, True]])
+
+
+@prop("over the blocks of a layer the pruned counts add up to exactly n_to_prune(out * in, sparsity)")
+def _q4_total(fn, ref):
+    from lessonlib.prune.masks import n_to_prune
+    gen = torch.Generator().manual_seed(11)
+    out, n_in, B = 7, 23, 5
+    for s in (0.3, 0.5, 0.77):
+        pruned = 0
+        for i1 in range(0, n_in, B):
+            b = min(B, n_in - i1)
+            W1 = torch.randn(out, b, generator=gen)
+            U1 = torch.triu(torch.rand(b, b, generator=gen)) + torch.eye(b)
+            got = call(fn, W1, U1, s, i1, _ref=ref)
+            assert_tensor(got, what=f"sparsegpt_block_mask(W1 ({out}, {b}), U1, {s}, i1={i1})", shape=(out, b),
+                          dtype=torch.bool)
+            pruned += int((~got).sum())
+        if pruned != n_to_prune(out * n_in, s):
+            raise CheckFailure(f"a ({out}, {n_in}) layer in blocks of {B} at sparsity {s}: the blocks pruned {pruned} "
+                               f"entries in all, expected n_to_prune({out * n_in}, {s}) = {n_to_prune(out * n_in, s)}")
+
+
+def _q4_case(gen, rng):
+    out, b = rng.randint(1, 6), rng.randint(1, 9)
+    U1 = torch.triu(torch.rand(b, b, generator=gen)) + 0.2 * torch.eye(b)
+    return (torch.randn(out, b, generator=gen), U1, rng.choice((0.1, 0.25, 0.5, 0.6, 0.9)), rng.randint(0, 40)), {}
+
+
+Q07_4 = Exercise(
+    id="q07_4", points=4, notebook=NOTEBOOK, reference="lessonlib.prune.sparsegpt:sparsegpt_block_mask",
+    statement="SparseGPT's adaptive mask for one block. W1 (out, B) holds the block's weights as updated by the "
+              "earlier blocks, U1 (B, B) the block's part of the upper Cholesky factor of H^-1, i1 the block's first "
+              "column in the layer. Score each weight with its OBS saliency (from the derivation), compare over the "
+              "whole block, and prune as many as keep the layer's running total exact: the blocks so far, columns "
+              "0..i1+B-1, must have pruned n_to_prune(out * (i1 + B), sparsity) in all. Ties go to the smaller "
+              "row-major index. Return the bool keep-mask (out, B).",
+    hints=("The saliency of removing w_q is w_q^2 / [H^-1]_qq; in the sequential scheme [H^-1]_qq becomes d^2 with "
+           "d = diag(U1).",
+           "lessonlib.prune.masks has n_to_prune and prune_lowest_count (stable: ties to the smaller index).",
+           "Rounding each block's count on its own (round(s * out * B)) makes the layer's total drift."),
+    checks=(_LIT_M_SAL, _LIT_M_CUM1, _LIT_M_CUM2, _LIT_M_TIES, _q4_total,
+            agrees_with_reference("matches the reference on random blocks", _q4_case, n_cases=20)),
+    time_limit_s=20.0,
+)
+EXERCISES = [*EXERCISES, Q07_4]

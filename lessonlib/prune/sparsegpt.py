@@ -26,7 +26,7 @@ from .masks import (SparsityPattern, Unstructured, _check_matrix, as_pattern, ch
                     nm_mask, prune_lowest_count, resolve_sparsity)
 from ..atomic import atomic
 
-__all__ = ["SparseGPTConfig", "sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
+__all__ = ["SparseGPTConfig", "sparsegpt_block_mask", "sparsegpt_block_step", "sparsegpt_prune", "sparsegpt_prune_model"]
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -60,6 +60,29 @@ def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor
         Q1[:, i] = q
         Err1[:, i] = err
     return Q1, Err1
+    # END SOLUTION
+
+
+def sparsegpt_block_mask(W1: torch.Tensor, U1: torch.Tensor, sparsity: float, i1: int) -> torch.Tensor:
+    """SparseGPT's adaptive mask for one block (Frantar & Alistarh 2023, arXiv:2301.00774, section 3.3).
+
+    ``W1`` (out, B): the block's weights *now*, carrying every update from the earlier blocks; ``U1`` (B, B):
+    the block's diagonal block of the upper Cholesky factor of H^-1; ``i1``: the block's first column in the
+    layer.  Scores are the OBS saliencies of the sequential scheme, compared over the whole block (all rows
+    together).  The block prunes ``n_to_prune(out * (i1 + B), sparsity) - n_to_prune(out * i1, sparsity)``
+    entries, so that the blocks of a layer add up to exactly ``n_to_prune(out * in, sparsity)``; ties go to the
+    smaller row-major index.  Returns the keep-mask (out, B), True = keep.
+    """
+    _check_matrix(W1, "W1")
+    if U1.shape != (W1.shape[1], W1.shape[1]):
+        raise ValueError(f"U1 must be (B, B) = {(W1.shape[1], W1.shape[1])} for W1 {tuple(W1.shape)}; got {tuple(U1.shape)}")
+    if isinstance(i1, bool) or not isinstance(i1, int) or i1 < 0:
+        raise ValueError(f"i1={i1!r} must be an int >= 0 (the block's first column)")
+    # BEGIN SOLUTION
+    out, B = W1.shape
+    score = W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2  # (out, B) OBS saliency
+    k = n_to_prune(out * (i1 + B), sparsity) - n_to_prune(out * i1, sparsity)  # cumulative: exact layer total
+    return prune_lowest_count(score, k)  # (out, B), ties to the smaller row-major index
     # END SOLUTION
 
 
@@ -100,9 +123,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
         U1 = U[i1:i2, i1:i2]  # (B, B)
         mask1 = keep[:, i1:i2].clone()  # (out, B)
         if mask is None and not keep_n:
-            score = W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2  # (out, B) OBS saliency
-            k = n_to_prune(out * i2, sparsity) - n_to_prune(out * i1, sparsity)
-            mask1 = prune_lowest_count(score, k)
+            mask1 = sparsegpt_block_mask(W1, U1, sparsity, i1)  # chosen now, on the updated weights
         Q1, Err1 = sparsegpt_block_step(W1, U1, mask1, keep_n, group_m, quant)
         W[:, i1:i2] = Q1
         keep[:, i1:i2] = mask1

@@ -41,7 +41,7 @@ from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 from .affine import QuantScheme, all_finite, compute_qparams, dequantize
 from ..atomic import atomic
 
-__all__ = ["GPTQConfig", "GPTQResult", "gptq_column_update", "gptq_quantize", "gptq_reference",
+__all__ = ["GPTQConfig", "GPTQResult", "gptq_column_update", "gptq_lazy_batch", "gptq_quantize", "gptq_reference",
            "gptq_quantize_model", "hessian_error", "split_rows"]
 
 
@@ -82,6 +82,45 @@ def gptq_column_update(W1: torch.Tensor, U1: torch.Tensor, i: int, q: torch.Tens
     W1[:, i:] -= err.unsqueeze(1) @ U1[i, i:].unsqueeze(0)  # (out, 1) @ (1, B-i)
     # END SOLUTION
     return err
+
+
+def gptq_lazy_batch(W: torch.Tensor, H: torch.Tensor, quant: Callable[[torch.Tensor], torch.Tensor],
+                    block_size: int = 128, act_order: bool = False) -> torch.Tensor:
+    """GPTQ's outer loop (Frantar et al. 2023, arXiv:2210.17323, Algorithm 1) with lazy batches and act-order.
+
+    ``W`` (out, in) a weight, ``H`` (in, in) its Hessian 2/N X X^T, already damped (positive definite);
+    ``quant`` rounds one column (out,) onto the grid.  With ``act_order`` the columns are visited in
+    decreasing ``H_jj`` (a stable sort: equal entries keep their order) and ``W`` and ``H`` are permuted alike.
+    ``U`` is the upper Cholesky factor of ``H^-1``.  Inside a block of ``block_size`` columns every column is
+    quantized and its error pushed into the block's later columns at once (one OBS step,
+    ``gptq_column_update``); the columns after the block receive the block's errors once, when the block is
+    done (the deferred update).  Returns the quantized weight (out, in) in the original column order; it does
+    not depend on ``block_size``.
+    """
+    if W.dim() != 2 or H.shape != (W.shape[1], W.shape[1]):
+        raise ValueError(f"W must be (out, in) and H (in, in); got W {tuple(W.shape)}, H {tuple(H.shape)}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size={block_size!r} must be a positive int")
+    if not callable(quant):
+        raise TypeError(f"quant={quant!r} must be a function mapping a column (out,) to its grid values")
+    # BEGIN SOLUTION
+    n_in = W.shape[1]
+    perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(n_in)
+    W, H = W[:, perm].clone(), H[perm][:, perm]  # (out, in), (in, in) in visiting order
+    U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)  # (in, in): U^T U = H^-1
+    Q = torch.zeros_like(W)  # (out, in)
+    for i1 in range(0, n_in, block_size):
+        i2 = min(i1 + block_size, n_in)
+        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]  # (out, B), (B, B)
+        Err1 = torch.zeros_like(W1)  # (out, B)
+        for i in range(i2 - i1):
+            q = quant(W1[:, i])  # (out,) the column with every earlier update applied
+            Q[:, i1 + i] = q
+            Err1[:, i] = (W1[:, i] - q) / U1[i, i]
+            W1[:, i:] -= Err1[:, i:i + 1] * U1[i:i + 1, i:]  # in-block update, immediate
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # deferred update of every later block: one matrix product
+    return Q[:, torch.argsort(perm)]  # back to the original column order
+    # END SOLUTION
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantScheme | int | None = None,

@@ -83,3 +83,75 @@ def concept_q03_2_1():
 @mutant("q03_2", "concept answer: the diagonal of H")
 def concept_q03_2_2():
     return "D"
+
+
+# ------------------------------------------------------------------ q03_3: the lazy-batch loop with act-order
+def _lazy_loop(W, H, quant, block_size, act_order, *, order="desc", tie_last=False, permute_h=True, factor="inv",
+               deferred="scaled", unpermute=True, rtn=False):
+    """GPTQ's loop with one planted mistake chosen by the keyword arguments (the defaults are correct)."""
+    n = W.shape[1]
+    if not act_order:
+        perm = torch.arange(n)
+    elif tie_last:  # equal H_jj: the later column first
+        perm = (n - 1) - torch.argsort(torch.diagonal(H).flip(0), descending=True, stable=True)
+    else:
+        perm = torch.argsort(torch.diagonal(H), descending=(order == "desc"), stable=True)
+    W = W[:, perm].clone()
+    H = H[perm][:, perm] if permute_h else H
+    U = torch.linalg.cholesky(torch.linalg.inv(H) if factor == "inv" else H, upper=True)
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n, block_size):
+        i2 = min(i1 + block_size, n)
+        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]
+        Err1, Raw1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            q = quant(W[:, i1 + i] if rtn else W1[:, i])
+            Q[:, i1 + i] = q
+            Raw1[:, i] = W1[:, i] - q
+            Err1[:, i] = Raw1[:, i] / U1[i, i]
+            W1[:, i:] -= Err1[:, i:i + 1] * U1[i:i + 1, i:]
+        if deferred == "scaled":
+            W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+        elif deferred == "raw":
+            W[:, i2:] -= Raw1 @ U[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)] if unpermute else Q
+
+
+@mutant("q03_3", "forgets the deferred update: later blocks never see a block's errors")
+def lazy_no_deferred(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, deferred="none")
+
+
+@mutant("q03_3", "deferred update with the raw errors w - q instead of (w - q) / U_ii")
+def lazy_raw_deferred(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, deferred="raw")
+
+
+@mutant("q03_3", "act-order in increasing H_jj")
+def lazy_ascending(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, order="asc")
+
+
+@mutant("q03_3", "returns the codes in the permuted (visiting) order")
+def lazy_no_unpermute(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, unpermute=False)
+
+
+@mutant("q03_3", "permutes W but not H under act-order")
+def lazy_h_unpermuted(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, permute_h=False)
+
+
+@mutant("q03_3", "the upper Cholesky factor of H instead of H^-1")
+def lazy_factor_of_h(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, factor="h")
+
+
+@mutant("q03_3", "quantizes the original columns (round-to-nearest, the updates are computed but never read)")
+def lazy_rtn(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, rtn=True)
+
+
+@mutant("q03_3", "ties in H_jj broken towards the later column (an unstable sort)")
+def lazy_tie_last(W, H, quant, block_size=128, act_order=False):
+    return _lazy_loop(W, H, quant, block_size, act_order, tie_last=True)

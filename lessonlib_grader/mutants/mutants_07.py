@@ -120,3 +120,55 @@ def concept_q07_3_1():
 @mutant("q07_3", "concept answer: a scaled identity")
 def concept_q07_3_2():
     return "D"
+
+
+# ------------------------------------------------------------------ q07_4 sparsegpt_block_mask
+def _block_mask(W1, U1, sparsity, i1, *, power=2, count="cumulative", ties="first", per_row=False, lowest=True):
+    from ...prune.masks import n_to_prune, prune_lowest_count
+    out, B = W1.shape
+    d = torch.diag(U1).unsqueeze(0)
+    score = W1 ** 2 / d ** power if power is not None else W1 ** 2
+    k = (n_to_prune(out * (i1 + B), sparsity) - n_to_prune(out * i1, sparsity) if count == "cumulative"
+         else n_to_prune(out * B, sparsity))
+    if not lowest:
+        score = -score
+    if per_row:
+        return prune_lowest_count(score, min(B, -(-k // out)), per_row=True)
+    if ties == "last":  # flip the row-major order so that the larger index is pruned first
+        return prune_lowest_count(score.flatten().flip(0).unsqueeze(0), k).flatten().flip(0).view(out, B)
+    return prune_lowest_count(score, k)
+
+
+@mutant("q07_4", "magnitude only: w^2 without the division by d^2")
+def mask_magnitude(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, power=None)
+
+
+@mutant("q07_4", "divides by d instead of d^2")
+def mask_div_d(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, power=1)
+
+
+@mutant("q07_4", "multiplies by d^2 (the Hessian's diagonal, not its inverse's)")
+def mask_mul_d2(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, power=-2)
+
+
+@mutant("q07_4", "rounds each block's count on its own (the layer total drifts)")
+def mask_block_count(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, count="block")
+
+
+@mutant("q07_4", "ties broken towards the larger index")
+def mask_ties_last(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, ties="last")
+
+
+@mutant("q07_4", "compares within each row instead of over the whole block")
+def mask_per_row(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, per_row=True)
+
+
+@mutant("q07_4", "prunes the highest saliencies")
+def mask_highest(W1, U1, sparsity, i1):
+    return _block_mask(W1, U1, sparsity, i1, lowest=False)
