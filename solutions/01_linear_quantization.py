@@ -20,10 +20,66 @@ from lessonlib.checks import all_finite
 
 
 @dataclass(frozen=True)
+class PerTensor:
+    """One (scale, zero) for the whole weight."""
+
+    def __str__(self) -> str:
+        return "tensor"
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    """One (scale, zero) per output channel (row of the (out, in) weight)."""
+
+    def __str__(self) -> str:
+        return "channel"
+
+
+@dataclass(frozen=True)
+class PerGroup:
+    """One (scale, zero) per group of ``size`` consecutive input columns of each row."""
+
+    size: int = 64
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int):
+            raise TypeError(f"PerGroup(size={self.size!r}): size must be a positive int")
+        if self.size < 1:
+            raise ValueError(f"PerGroup(size={self.size!r}): size must be >= 1")
+
+    def __str__(self) -> str:
+        return f"g{self.size}"
+
+
+Granularity = PerTensor | PerChannel | PerGroup
+
+
+def as_group_size(g: Granularity | int) -> int:
+    """The internal int of a granularity: ``PerTensor()`` -> 0, ``PerChannel()`` -> -1, ``PerGroup(g)`` -> g.
+
+    The old ints are still accepted (0 per tensor, -1 per channel, g > 0 groups); anything else raises."""
+    if isinstance(g, PerTensor):
+        return 0
+    if isinstance(g, PerChannel):
+        return -1
+    if isinstance(g, PerGroup):
+        return g.size
+    if isinstance(g, bool) or not isinstance(g, int):
+        raise TypeError(f"group_size={g!r} must be PerTensor(), PerChannel(), PerGroup(g) or an int (0 per tensor, "
+                        f"-1 per output channel, g > 0 groups of g), got {type(g).__name__}")
+    if g < -1:
+        raise ValueError(f"group_size={g!r} is not allowed; use PerTensor() (0), PerChannel() (-1) or "
+                         "PerGroup(g) (a positive group size)")
+    return g
+
+
+@dataclass(frozen=True)
 class QuantScheme:
     """Bit width, grouping and symmetry shared by RTN, GPTQ, OBQ, AWQ, packing and ``QuantLinear``.
 
-    ``group_size``: 0 = per-tensor, -1 = per output channel (row), g > 0 = groups of g input columns.
+    ``group_size``: a typed granularity, ``PerTensor()``, ``PerChannel()`` (one grid per output row) or
+    ``PerGroup(g)`` (groups of g input columns); the old ints 0 / -1 / g > 0 are accepted too.  The field is
+    stored as that int (what kernels and files use); ``granularity`` gives the typed form back.
     """
 
     bits: int = 4
@@ -33,13 +89,16 @@ class QuantScheme:
     restricted: bool = False  # symmetric: 2^b - 1 levels (s = max / (2^(b-1) - 1)) instead of all 2^b
 
     def __post_init__(self) -> None:
+        if isinstance(self.group_size, (PerTensor, PerChannel, PerGroup)):
+            object.__setattr__(self, "group_size", as_group_size(self.group_size))
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
             raise TypeError(f"bits={self.bits!r} must be an int in 2..8 (got {type(self.bits).__name__})")
         if not 2 <= self.bits <= 8:
             raise ValueError(f"bits={self.bits!r} is outside 2..8")
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
             raise TypeError(f"group_size={self.group_size!r} must be an int: 0 (per-tensor), -1 (per output "
-                            f"channel) or a positive group size (got {type(self.group_size).__name__})")
+                            f"channel) or a positive group size, or PerTensor() / PerChannel() / PerGroup(g) "
+                            f"(got {type(self.group_size).__name__})")
         if self.group_size < -1:
             raise ValueError(f"group_size={self.group_size!r} is not allowed; use 0 (per-tensor), "
                              "-1 (per output channel) or a positive group size")
@@ -54,6 +113,11 @@ class QuantScheme:
         if self.restricted and not self.sym:
             raise ValueError("restricted=True is for symmetric grids (2^b - 1 levels around 0); "
                              "an asymmetric grid always uses all 2^b levels")
+
+    @property
+    def granularity(self) -> Granularity:
+        """``PerTensor()``, ``PerChannel()`` or ``PerGroup(g)``."""
+        return {0: PerTensor(), -1: PerChannel()}.get(self.group_size) or PerGroup(self.group_size)
 
     @property
     def qmin(self) -> int:

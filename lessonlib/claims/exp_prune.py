@@ -20,12 +20,13 @@ import time
 import torch
 from torch import nn
 
+from ..calib import HessianStats, block_stats
 from ..compress import prune_with
 from ..prune.masks import pattern_name
 from ..data import load_reviews
 from ..evaluate import measure_latency, perplexity
 from ..lottery.imp import LeNet300100, accuracy_of, mnist_splits, prunable_weights, train_masked
-from ..models import get_weight
+from ..models import block_linears, decoder_blocks, get_weight
 from ..prune.magnitude import gradual_magnitude_prune, magnitude_mask
 from ..prune.movement_task import dense_is_trained, finetune_dense, finetune_pruned, prune_schedule
 from ..prune.sparse_kernels import crossover_sparsity, sparse_matmul_table, to_2of4_semi_structured

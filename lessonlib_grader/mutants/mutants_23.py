@@ -56,3 +56,8 @@ def ridge_one_flop():
 @mutant("q23_2", "answers for fp32 weights (4 bytes each): 20 tokens")
 def ridge_fp32():
     return 40e9 * 4 / (2 * 4e9)
+
+
+@mutant("q23_2", "inverts the balance (bandwidth over compute): 0.4 tokens")
+def ridge_inverted():
+    return 2 * 4e9 / (40e9 * 0.5)

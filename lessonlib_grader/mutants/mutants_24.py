@@ -75,3 +75,8 @@ def nf4_no_second_level():
 @mutant("q24_2", "keeps 16-bit absmaxes (no double quantization): 4.25")
 def nf4_single_level():
     return 4 + 16 / 64
+
+
+@mutant("q24_2", "fp32 absmaxes without double quantization (QLoRA's baseline): 4.5")
+def nf4_fp32_absmax():
+    return 4 + 32 / 64
