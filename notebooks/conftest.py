@@ -5,7 +5,7 @@ test, so ``pytest -n 2 --dist loadfile`` spreads the notebooks over the workers.
 failing cell's index, source and traceback. Every run writes the executed notebook (outputs, widget state,
 per-cell seconds, the source sha) to ``build/executed/<stem>.ipynb`` (tools/nbexec.py), which ``make book``
 renders instead of executing the chapter again. The profile is ``LESSONLIB_PROFILE`` (``ci`` when unset);
-``LESSONLIB_NB_TIMEOUT`` sets the per-cell timeout in seconds (default 1800), ``LESSONLIB_EXECUTED_DIR`` where
+``LESSONLIB_NB_TIMEOUT`` sets the per-cell timeout in seconds (default 600: the slowest ci cell takes ~140 s), ``LESSONLIB_EXECUTED_DIR`` where
 the executed copies go (default build/executed).
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ class NotebookFile(pytest.File):
 class NotebookItem(pytest.Item):
     def runtest(self) -> None:
         profile = os.environ.get("LESSONLIB_PROFILE", "ci")
-        timeout = int(os.environ.get("LESSONLIB_NB_TIMEOUT", "1800"))
+        timeout = int(os.environ.get("LESSONLIB_NB_TIMEOUT", "600"))
         threads = os.environ.get("OMP_NUM_THREADS", "1")
         dest = Path(os.environ.get("LESSONLIB_EXECUTED_DIR", str(nbexec.EXECUTED)))
         result = nbexec.run(self.path, profile, threads, timeout, dest_dir=dest)

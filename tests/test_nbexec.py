@@ -108,3 +108,24 @@ def test_timings_can_record_what_make_test_measured(collected, tmp_path):
     assert row["seconds"] == round(meta["seconds"], 1) and row["sha"] == meta["source_sha"]
     assert row["max_cell"] in (1, 2) and row["max_cell_seconds"] == round(max(meta["cell_seconds"].values()), 1)
     assert t.main(args + ["01"]) == 1                       # a failed run is not a timing
+
+
+def test_a_hang_is_run_once_more_and_a_second_hang_fails(tmp_path, monkeypatch):
+    """A cell that times out (as when the executor waits for a reply the kernel never sends) gets one fresh
+    kernel; the executed copy says so. A notebook that hangs every time still fails, naming the cell."""
+    flag = tmp_path / "first_attempt_done"
+    once = ["import os, time\n"
+            f"flag = {str(flag)!r}\n"
+            "if not os.path.exists(flag):\n    open(flag, 'w').close()\n    time.sleep(60)\n"
+            "print('second attempt')"]
+    always = ["import time\ntime.sleep(60)"]
+    _write(tmp_path / "hang_once.ipynb", once)
+    _write(tmp_path / "hang_always.ipynb", always)
+    with pytest.warns(UserWarning, match="running it once more"):
+        r = nbexec.run(tmp_path / "hang_once.ipynb", "ci", "1", timeout=3, dest_dir=tmp_path / "ex")
+    assert r.ok and flag.exists()
+    meta = json.loads((tmp_path / "ex" / "hang_once.ipynb").read_text())["metadata"]
+    assert meta["lessonlib"]["ok"] is True and "timed out" in meta["lessonlib_retry"]["first_attempt"]
+    with pytest.warns(UserWarning):
+        r = nbexec.run(tmp_path / "hang_always.ipynb", "ci", "1", timeout=3, dest_dir=tmp_path / "ex")
+    assert not r.ok and r.error.startswith(nbexec.HANG) and "cell 1 failed" in r.error

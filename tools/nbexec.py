@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,8 @@ class Result:
         return self.failed_cell is None and not self.error
 
 
+HANG = "[timed out or kernel died] "  # prefix of a failure the executor, not the notebook, may have caused
+
 def kernel_env(profile: str, threads: str = "1", mplbackend: str = INLINE) -> dict[str, str]:
     """This process's environment with what a chapter's kernel runs under."""
     env = dict(os.environ)
@@ -131,6 +134,8 @@ def execute(path: str | os.PathLike, env: dict[str, str], timeout: int = 1800,
     except Exception as e:  # noqa: BLE001 - reported with the cell's source and traceback
         failed = current[0]
         error = describe_failure(nb, failed, e)
+        if isinstance(e, (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError)):
+            error = HANG + error
     return Result(nb, round(time.perf_counter() - t0, 1), cell_s, failed, error)
 
 
@@ -206,5 +211,13 @@ def run(path: str | os.PathLike, profile: str, threads: str = "1", timeout: int 
         dest_dir: Path = EXECUTED) -> Result:
     """Execute ``path`` as a learner's kernel would (inline figures) and keep the executed copy."""
     result = execute(path, kernel_env(profile, threads), timeout)
+    if not result.ok and result.error.startswith(HANG):
+        # a cell that timed out or a kernel that died is run again once in a fresh kernel: we saw a kernel sit
+        # idle while the executor waited for a reply that never came (07, once in ~50 runs); a real hang or
+        # crash fails twice. The retry is said in the report and the executed copy.
+        first = result.error.splitlines()[0]
+        warnings.warn(f"{Path(path).name}: {first}; running it once more in a fresh kernel")
+        result = execute(path, kernel_env(profile, threads), timeout)
+        result.nb.metadata.setdefault("lessonlib_retry", {})["first_attempt"] = first
     write_executed(path, result, profile, dest_dir)
     return result
