@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from lessonlib.quant.affine import QuantScheme
 from lessonlib.quant.kernels import KernelLinear
 from lessonlib.quant.qlinear import QuantLinear
-from lessonlib.roofline import linear_intensity, matmul_rate, stream_bandwidth, threads
+from lessonlib.roofline import best_seconds, linear_intensity, matmul_rate, stream_bandwidth, threads
 
 
 def _load() -> float:
@@ -27,16 +26,6 @@ def _load() -> float:
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 @torch.no_grad()
@@ -53,7 +42,7 @@ def linear_points(out_f: int, in_f: int, tokens: tuple[int, ...], repeats: int) 
     for T in tokens:
         x = torch.randn(T, in_f, generator=g)
         for name, (fn, bpw) in variants.items():
-            t = _best(lambda: fn(x), repeats)
+            t = best_seconds(lambda: fn(x), repeats)
             rows.append(dict(layer=f"{out_f}x{in_f}", kind=name, tokens=T, seconds=t,
                              gflops=2 * T * out_f * in_f / t / 1e9, bytes_per_weight=bpw,
                              intensity=linear_intensity(T, out_f, in_f, bpw),

@@ -28,7 +28,7 @@ from torch import nn
 
 from .checks import positive_int
 
-__all__ = ["threads", "stream_bandwidth", "matmul_rate", "attainable", "linear_intensity", "roofline_seconds",
+__all__ = ["threads", "best_seconds", "stream_bandwidth", "matmul_rate", "attainable", "linear_intensity", "roofline_seconds",
            "decode_bytes_per_token", "predict_decode_seconds", "packed_model", "decode_seconds", "prefill_seconds"]
 
 _KINDS = {"copy": 2, "triad": 3}  # arrays moved per element
@@ -46,7 +46,8 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _best_seconds(fn, repeats: int) -> float:
+def best_seconds(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` after one untimed warm-up call (wall seconds)."""
     fn()  # warm-up: pages touched, caches in their steady state
     best = float("inf")
     for _ in range(repeats):
@@ -69,7 +70,7 @@ def stream_bandwidth(kind: str = "triad", mib: int = 128, repeats: int = 5, n_th
     a, b, c = torch.empty(n), torch.rand(n), torch.rand(n)
     fn = (lambda: a.copy_(b)) if kind == "copy" else (lambda: torch.add(b, c, alpha=3.0, out=a))
     with threads(n_threads or torch.get_num_threads()):
-        t = _best_seconds(fn, repeats)
+        t = best_seconds(fn, repeats)
     return _KINDS[kind] * n * 4 / t / 1e9
 
 
@@ -84,7 +85,7 @@ def matmul_rate(n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int 
     a = torch.randn(n, n, generator=g).to(dtype)
     b = torch.randn(n, n, generator=g).to(dtype)
     with threads(n_threads or torch.get_num_threads()), torch.no_grad():
-        t = _best_seconds(lambda: a @ b, repeats)
+        t = best_seconds(lambda: a @ b, repeats)
     return 2 * n ** 3 / t / 1e9
 
 
