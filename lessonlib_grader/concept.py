@@ -23,6 +23,16 @@ __all__ = ["concept_number_check", "concept_choice_check", "answer_type_check", 
 LETTERS = ("A", "B", "C", "D")
 
 
+def _reader_answer(fn: Callable, ref: Callable, answer: object):
+    """The reader's answer (``fn()``), once the question has a reference answer and the reader has one."""
+    if answer is None:
+        raise ReferenceUnavailable("concept answer")
+    got = call(fn, _ref=ref)
+    if got is None:
+        raise NotImplementedError("no answer yet")
+    return got
+
+
 def concept_number_check(answer: float | None, *, rel_tol: float = 0.0, abs_tol: float = 0.0,
                          name: str = "the number") -> Check:
     """The answer is a number within ``rel_tol``/``abs_tol`` of ``answer`` (both bounds inclusive)."""
@@ -33,11 +43,7 @@ def concept_number_check(answer: float | None, *, rel_tol: float = 0.0, abs_tol:
         raise ValueError(f"rel_tol={rel_tol!r}, abs_tol={abs_tol!r} must be finite and >= 0")
 
     def run(fn: Callable, ref: Callable) -> None:
-        if answer is None:
-            raise ReferenceUnavailable("concept answer")
-        got = call(fn, _ref=ref)
-        if got is None:
-            raise NotImplementedError("no answer yet")
+        got = _reader_answer(fn, ref, answer)
         assert_python_float(got, what="your answer")
         if not math.isfinite(float(got)) or not math.isclose(float(got), answer, rel_tol=rel_tol, abs_tol=abs_tol):
             raise CheckFailure(f"your answer {got!r} is not right (tolerance: rel {rel_tol:g}, abs {abs_tol:g})")
@@ -56,11 +62,7 @@ def concept_choice_check(answer: str | None, choices: tuple[str, ...], name: str
         raise ValueError(f"answer {answer!r} is not one of the choices {choices!r}")
 
     def run(fn: Callable, ref: Callable) -> None:
-        if answer is None:
-            raise ReferenceUnavailable("concept answer")
-        got = call(fn, _ref=ref)
-        if got is None:
-            raise NotImplementedError("no answer yet")
+        got = _reader_answer(fn, ref, answer)
         if not isinstance(got, str) or got.strip().lower() not in norm:
             raise CheckFailure(f"your answer {got!r} must be one of {list(choices)}")
         if got.strip().lower() != str(answer).strip().lower():
