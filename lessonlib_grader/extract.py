@@ -159,14 +159,20 @@ class Generated:
     solution_blocks: dict[str, list[str]]  # exercise id -> the lines of its marked blocks
 
 
-def _stub(lines: list[str], blocks: list[tuple[int, int]], ex: Exercise) -> list[str]:
+def replace_blocks(lines: list[str], blocks: list[tuple[int, int]], text: str) -> list[str]:
+    """``lines`` with each marked block (first, last line index) replaced by one line ``text``, indented as
+    the block's first line."""
     out, prev = [], 0
     for b, e in blocks:
         indent = lines[b][: len(lines[b]) - len(lines[b].lstrip())]
         out += lines[prev:b]
-        out.append(f'{indent}raise NotImplementedError("{ex.id} {ex.function}: not implemented yet")')
+        out.append(indent + text)
         prev = e + 1
     return out + lines[prev:]
+
+
+def _stub(lines: list[str], blocks: list[tuple[int, int]], ex: Exercise) -> list[str]:
+    return replace_blocks(lines, blocks, f'raise NotImplementedError("{ex.id} {ex.function}: not implemented yet")')
 
 
 def _question_header(ex: Exercise) -> str:

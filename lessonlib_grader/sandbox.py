@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from .checks import GradingTimeout
-from .extract import BEGIN, END, marked_blocks, repo_root
+from .extract import BEGIN, END, marked_blocks, replace_blocks, repo_root
 
 __all__ = ["Sandbox", "SandboxDied", "RemoteError", "stripped_library", "strip_solutions", "Limits"]
 
@@ -110,13 +110,8 @@ def strip_solutions(text: str, where: str = "?", only: set[str] | None = None) -
         spans = [(n.lineno - 1, n.end_lineno - 1) for n in ast.walk(ast.parse(text))
                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in only]
         blocks = [(b, e) for b, e in blocks if any(lo <= b <= hi for lo, hi in spans)]
-    out, prev = [], 0
-    for b, e in blocks:
-        indent = lines[b][: len(lines[b]) - len(lines[b].lstrip())]
-        out += lines[prev:b]
-        out.append(f'{indent}raise NotImplementedError("graded exercise: the reference body is not shipped")\n')
-        prev = e + 1
-    return "".join(out + lines[prev:])
+    return "".join(replace_blocks(lines, blocks,
+                                  'raise NotImplementedError("graded exercise: the reference body is not shipped")\n'))
 
 
 def copy_stripped_package(dest: str, only: dict[str, set[str]] | None = None) -> str:
