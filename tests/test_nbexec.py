@@ -105,7 +105,7 @@ def test_timings_can_record_what_make_test_measured(collected, tmp_path):
     assert t.main(args + ["00"]) == 0                       # nothing executed: read from the copy
     meta = json.loads((executed / "00_good.ipynb").read_text())["metadata"]["lessonlib"]
     row = json.loads(js.read_text())["profiles"]["ci"]["00_good"]
-    assert row["seconds"] == round(meta["seconds"], 1) and row["sha"] == meta["source_sha"]
+    assert row["seconds"] == round(meta["seconds"], 1) and row["sha"] == meta["code_sha"]
     assert row["max_cell"] in (1, 2) and row["max_cell_seconds"] == round(max(meta["cell_seconds"].values()), 1)
     assert t.main(args + ["01"]) == 1                       # a failed run is not a timing
 

@@ -44,7 +44,7 @@ def test_timings_records_runs_changed_and_table(tmp_path):
     data = json.loads(js.read_text())
     row = data["profiles"]["ci"]["00_tiny"]
     assert set(data["profiles"]["ci"]) == {"00_tiny"} and "cores" in data["machine"] and "contended" in data["note"]
-    assert 0.2 <= row["max_cell_seconds"] <= row["seconds"] and row["sha"] == t.source_sha(str(nbs / "00_tiny.ipynb"))
+    assert 0.2 <= row["max_cell_seconds"] <= row["seconds"] and row["sha"] == t.code_sha(str(nbs / "00_tiny.ipynb"))
     assert {"date", "commit"} <= set(row)
     # --changed: 00 is current and skipped, 01 has no record and runs; then editing 00's source re-runs it
     row["seconds"] = 999.0

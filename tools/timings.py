@@ -10,12 +10,13 @@ Each notebook runs in a fresh kernel through the executor of ``make test`` (tool
 ``LESSONLIB_PROFILE=<profile>``, ``OMP_NUM_THREADS`` as ``make test`` sets it (1 unless given) and the inline
 matplotlib backend; outputs are discarded (the tracked ``.ipynb`` is never written).
 ``--from-executed`` runs nothing: it records what ``make test`` measured (``build/executed/*.ipynb`` carry
-their wall seconds, seconds per cell and source sha), for the notebooks whose source has not changed since. The JSON shape, read by
+their wall seconds, seconds per cell and code sha), for the notebooks whose code cells have not changed since (a prose
+edit does not change a runtime). The JSON shape, read by
 ``lessonlib.chapter.runtime_note``::
 
     {"machine": "...", "note": "...",
      "profiles": {"ci": {"03_gptq": {"seconds": 90.1, "max_cell_seconds": 40.2, "max_cell": 4,
-                                     "sha": "<sha256 of the source cells>", "date": "...", "commit": "..."}}}}
+                                     "sha": "<sha256 of the code cells>", "date": "...", "commit": "..."}}}}
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Iterable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import nbexec  # noqa: E402
-from nbexec import commit, source_sha  # noqa: E402,F401 - re-exported: source_sha is part of this tool's API
+from nbexec import code_sha, commit, source_sha  # noqa: E402,F401 - re-exported: source_sha is part of this tool's API
 BUDGET_S = {"ci": 120.0, "lab": 300.0}  # per notebook: ci < 2 min (make test), lab < 5 min (the chapters' default)
 CONTENDED_NOTE = ("Timings taken on a shared, contended machine (other jobs ran at the same time): "
                   "treat them as upper bounds.")
@@ -74,10 +75,10 @@ def from_executed(path: str, profile: str, executed_dir: str) -> dict | None:
             meta = json.load(f).get("metadata", {}).get("lessonlib", {})
     except (OSError, ValueError):
         return None
-    if not (meta.get("ok") is True and meta.get("profile") == profile and meta.get("source_sha") == source_sha(path)):
+    if not (meta.get("ok") is True and meta.get("profile") == profile and meta.get("code_sha") == code_sha(path)):
         return None
     row = summary(meta["seconds"], meta.get("cell_seconds", {}))
-    row.update(sha=meta["source_sha"], commit=meta.get("commit", "unknown"), date=meta.get("date", ""),
+    row.update(sha=meta["code_sha"], commit=meta.get("commit", "unknown"), date=meta.get("date", ""),
                source="make test (build/executed)")
     return row
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="stems or prefixes (e.g. 03_gptq or 03); default: all")
     ap.add_argument("--profile", help="ci | lab | laptop | gpu (required unless only --table)")
-    ap.add_argument("--changed", action="store_true", help="only notebooks whose source sha differs from the JSON")
+    ap.add_argument("--changed", action="store_true", help="only notebooks whose code-cell sha differs from the JSON")
     ap.add_argument("--table", action="store_true", help="(re)write the Markdown table from the JSON")
     ap.add_argument("--dir", default=os.path.join(ROOT, "notebooks"))
     ap.add_argument("--json", default=os.path.join(ROOT, "reports", "timings.json"))
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = sorted(os.path.join(a.dir, f) for f in os.listdir(a.dir) if f.endswith(".ipynb"))
         todo = select(paths, a.notebooks)
         if a.changed:
-            todo = [p for p in todo if rows.get(os.path.basename(p)[:-6], {}).get("sha") != source_sha(p)]
+            todo = [p for p in todo if rows.get(os.path.basename(p)[:-6], {}).get("sha") != code_sha(p)]
         rev = commit()
         failed: list[str] = []
         for p in todo:
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(stem)
                 print(f"[timings] {a.profile} {stem} FAILED: {type(e).__name__}: {str(e)[-300:]}", flush=True)
                 continue
-            rec.update(sha=source_sha(p), commit=rev, threads=int(a.threads), load_at_start=load_avg,
+            rec.update(sha=code_sha(p), commit=rev, threads=int(a.threads), load_at_start=load_avg,
                        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             rows[stem] = rec
             data["machine"] = machine()
