@@ -63,6 +63,18 @@ def test_timings_records_runs_changed_and_table(tmp_path):
         t.main(args + ["99"])
 
 
+def test_contended_rows_are_judged_by_cpu_time():
+    """On a shared machine a one-thread run is judged by its kernel's CPU time; an idle run by its wall time."""
+    t = _tool("timings")
+    busy = {"seconds": 400.0, "cpu_seconds": 200.0, "max_cell_seconds": 90.0, "contended": True}
+    idle = {"seconds": 400.0, "cpu_seconds": 200.0, "max_cell_seconds": 90.0}
+    assert t.minutes(busy) == 200.0 and t.minutes(idle) == 400.0
+    md = t.table({"machine": "m", "profiles": {"lab": {"a": busy, "b": idle}}})
+    assert "| a | 3.3ᶜ (90 s) |" in md and "| b | **6.7 (90 s) ⚠** |" in md and "10.0 min in all" in md
+    with pytest.raises(SystemExit):
+        t.main(["--profile", "lab", "--contended", "--threads", "2"])
+
+
 def test_source_sha_ignores_outputs_not_sources(tmp_path):
     t = _tool("timings")
     a, b, c = tmp_path / "a.ipynb", tmp_path / "b.ipynb", tmp_path / "c.ipynb"
