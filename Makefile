@@ -155,14 +155,20 @@ book: book-deps prepare
 		-d $(BOOK_OUT)/doctrees . $(BOOK_OUT)/html $(BOOK_OPTS)
 	@echo "book: $(BOOK_OUT)/html/index.html"
 
-# Debian's chromium (apt, as root in CI) driven by Playwright from PyPI; no browser download.
+# Debian's chromium (apt, as root in CI) driven by Playwright from PyPI; no browser download. CHROMIUM names
+# the command looked for (tests of this target point it at a name that is not there); apt failing fails loudly.
+CHROMIUM ?= chromium
 browser-deps: $(BOOK_VENV)/.installed
-	@if command -v chromium >/dev/null; then echo "browser-test: $$(chromium --version 2>/dev/null | head -1)"; \
-	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
-	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update -q && sudo apt-get install -y -q chromium; \
+	@if command -v $(CHROMIUM) >/dev/null; then echo "browser-test: $$($(CHROMIUM) --version 2>/dev/null | head -1)"; \
+	elif [ "$$(id -u)" = 0 ]; then echo "browser-test: no $(CHROMIUM) on PATH: apt-get install -y chromium"; \
+		{ apt-get update -q && apt-get install -y -q chromium; } || { echo "browser-test FAILED: apt-get could" \
+		"not install chromium (exit $$?)" >&2; exit 1; }; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then echo "browser-test: sudo apt-get install chromium"; \
+		{ sudo apt-get update -q && sudo apt-get install -y -q chromium; } || { echo "browser-test FAILED:" \
+		"apt-get could not install chromium (exit $$?)" >&2; exit 1; }; \
 	else echo "browser-test FAILED: it needs Debian's chromium and cannot install it here (not root, no" \
 		"passwordless sudo): apt-get install chromium" >&2; exit 1; fi
-	@command -v chromium >/dev/null || { echo "browser-test FAILED: no chromium on PATH after apt-get" >&2; exit 1; }
+	@command -v $(CHROMIUM) >/dev/null || { echo "browser-test FAILED: no $(CHROMIUM) on PATH after apt-get" >&2; exit 1; }
 
 # Both parts always run (each prints its own 'N passed, N failed'); the target fails if either does.
 browser-test: browser-deps prepare

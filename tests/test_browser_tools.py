@@ -126,3 +126,21 @@ def test_longest_first_follows_the_recorded_ci_times():
     order = lab.longest_first(list(reversed(nbs)))
     secs = [float(rows.get(p.stem, {}).get("seconds", 60.0)) for p in order]
     assert sorted(order) == sorted(nbs) and secs == sorted(secs, reverse=True)
+
+
+# The ipywidgets controls browser_lab.py can move (CONTROLS_JS: sliders, dropdowns, checkboxes, multi-selects)
+# and containers/outputs that need no moving. A chapter using another control would only show up in the
+# browser run as "no widget control rendered" (as notebook 11's SelectMultiple did before it was driven).
+DRIVEN = {"IntSlider", "FloatSlider", "FloatLogSlider", "SelectionSlider", "Dropdown", "Checkbox", "SelectMultiple"}
+NOT_CONTROLS = {"Layout", "Output", "HBox", "VBox", "HTML", "Label"}
+
+
+def test_every_widget_control_a_chapter_uses_is_one_the_browser_test_drives():
+    import re
+
+    for p in lab.widget_notebooks():
+        code = "\n".join(lab.code_of(json.loads(p.read_text())))
+        used = {name for alias in re.findall(r"import ipywidgets as (\w+)", code)
+                for name in re.findall(rf"\b{alias}\.([A-Z]\w*)", code)}
+        assert used <= DRIVEN | NOT_CONTROLS, f"{p.name} uses {sorted(used - DRIVEN - NOT_CONTROLS)}: drive it in browser_lab"
+    assert "widget-select-multiple" in lab.CONTROLS_JS and "widget-dropdown" in lab.CONTROLS_JS

@@ -2,10 +2,12 @@
 
 JupyterLab starts as `make lab` starts it (notebooks/ as the root, the project's JUPYTER_* dirs, headless, a
 fixed port and token, --allow-root as root), with a throw-away user-settings dir: autosave off, so the
-tracked notebooks never receive outputs, and no windowing, so every cell stays in the page. For each notebook whose code uses ipywidgets or interact(), in
-a fresh workspace: wait for a connected idle kernel, Run All, then move each widget control (sliders by
-keyboard arrows, dropdowns to another option, checkboxes toggled; interact_manual's button pressed) and fail unless the widget's output
-changes and no error (a traceback) appears anywhere. Kernels are shut down afterwards.
+tracked notebooks never receive outputs, and no windowing, so every cell stays in the page. For each
+notebook whose code uses ipywidgets or interact(), in a fresh workspace: wait for a connected idle kernel,
+Run All, then move each widget control (sliders by keyboard arrows, dropdowns to another option, checkboxes
+toggled, an option of a multi-select (SelectMultiple) added or removed; interact_manual's button pressed)
+and fail unless the widget's output changes and no error (a traceback) appears anywhere. Kernels are shut
+down afterwards.
 
 Self-test: a copy of a widget notebook gets, as its last cell, an exercise stub that shadows a library
 function its widget calls (what broke notebook 01: the widget draws before Run All reaches the stub and
@@ -187,13 +189,14 @@ BUSY_JS = """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.
 # output it drives: the .widget-output of its interact() box, or all widget outputs of its cell.
 CONTROLS_JS = """() => {
   const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
-  const sel = '.widget-slider, .widget-hslider, .widget-dropdown, .widget-checkbox';
+  const sel = '.widget-slider, .widget-hslider, .widget-dropdown, .widget-checkbox, .widget-select-multiple';
   const out = [];
   panel.querySelectorAll('.jp-OutputArea-output').forEach(area => {
     area.querySelectorAll(sel).forEach(c => {
       if (c.parentElement.closest(sel)) return;
       const i = out.length; c.setAttribute('data-lessonlib-control', String(i));
-      const kind = c.matches('.widget-dropdown') ? 'dropdown' : c.matches('.widget-checkbox') ? 'checkbox' : 'slider';
+      const kind = c.matches('.widget-dropdown') ? 'dropdown' : c.matches('.widget-checkbox') ? 'checkbox'
+                 : c.matches('.widget-select-multiple') ? 'multiselect' : 'slider';
       const label = ((c.querySelector('.widget-label') || {}).textContent || '').replace(/\\u200b/g, '').trim()
                     || (c.innerText || '').split('\\n')[0].trim() || kind + ' ' + i;
       out.push({i, kind, label});
@@ -225,7 +228,7 @@ SLIDER_STATE_JS = """(i) => {
 
 
 # What counts as catching the broken widget: an error output or a dead control, not a crash of the test.
-WIDGET_FAILURES = ("error output", "slider ", "dropdown ", "checkbox ")
+WIDGET_FAILURES = ("error output", "slider ", "dropdown ", "checkbox ", "multi-select ")
 
 
 def brief(tb: str) -> str:
@@ -271,6 +274,13 @@ def move(page, ctl: dict, attempt: int) -> str:
         cur = select.evaluate("s => s.selectedIndex")
         select.select_option(index=(cur + 1) % n)
         return f"dropdown {ctl['label']!r} option {(cur + 1) % n}"
+    if ctl["kind"] == "multiselect":                # SelectMultiple: option `attempt` joins or leaves the selection
+        select = loc.locator("select")
+        n = select.locator("option").count()
+        cur = set(select.evaluate("s => Array.from(s.selectedOptions).map(o => o.index)"))
+        new = sorted(cur ^ {attempt % n}) or [(attempt + 1) % n]
+        select.select_option(index=new)
+        return f"multi-select {ctl['label']!r} selection {new}"
     loc.locator("input[type=checkbox]").click()
     return f"checkbox {ctl['label']!r} toggled"
 
@@ -278,6 +288,8 @@ def move(page, ctl: dict, attempt: int) -> str:
 def attempts(page, ctl: dict) -> int:
     if ctl["kind"] == "slider":
         return 2
+    if ctl["kind"] == "multiselect":
+        return min(2, page.locator(f'[data-lessonlib-control="{ctl["i"]}"] select option').count())
     if ctl["kind"] == "dropdown":
         return max(1, page.locator(f'[data-lessonlib-control="{ctl["i"]}"] select option').count() - 1)
     return 1
@@ -300,7 +312,7 @@ def drive(lab: Lab, b, path: Path, shots: Path, timeout: float) -> list[str]:
         problems += [f"error output after Run All: {brief(e)}" for e in page.evaluate(ERRORS_JS)]
         controls = [] if problems else page.evaluate(CONTROLS_JS)   # broken already: no need to move
         if not controls and not problems:
-            problems.append("no widget control (slider, dropdown, checkbox) rendered after Run All")
+            problems.append("no widget control (slider, dropdown, checkbox, multi-select) rendered after Run All")
         for n, ctl in enumerate(controls):
             cell = page.locator(f'[data-lessonlib-control="{ctl["i"]}"]').locator("xpath=ancestor::div[contains(@class,'jp-Cell ')][1]")
             cell.scroll_into_view_if_needed()

@@ -36,7 +36,9 @@ def shrink(src: Path, dst: Path, width: int = 1100, box: tuple[int, int, int, in
     print(f"{dst.relative_to(ROOT)}: {im.width}x{im.height}, {dst.stat().st_size // 1024} KiB")
 
 
-def main(chapter: str = "01", widget: str = "00", html: str = "build/book/html") -> int:
+def main(chapter: str = "12", widget: str = "00", html: str = "build/book/html") -> int:
+    # chapter 12: code, a plot and display maths in one screen (on a machine whose matplotlib font cache
+    # lacks the STIX fonts, 01's first log-scale plot is preceded by a block of findfont warnings)
     html = ROOT / html
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = SCREENSHOTS / "readme"
