@@ -10,6 +10,9 @@ export JUPYTER_CONFIG_DIR  := $(CURDIR)/.jupyter/config
 export JUPYTER_DATA_DIR    := $(CURDIR)/.jupyter/data
 export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
 export IPYTHONDIR          := $(CURDIR)/.ipython
+# matplotlib's font cache per clone: a shared ~/.cache/matplotlib whose font list lacked matplotlib's own fonts
+# (written by another install) made every figure of the book warn 'findfont: Font family [STIX...] not found'.
+export MPLCONFIGDIR        := $(CURDIR)/.matplotlib
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install git-filter update prepare lab test unit notebooks timings reproduce exercises grade \
