@@ -104,8 +104,10 @@ def runtime_note(notebook: str, path: str | None = None) -> str:
     parts = []
     for prof, rows in sorted(data.get("profiles", {}).items()):
         row = rows.get(notebook)
-        if row:
-            parts.append(f"`{prof}` {row['seconds'] / 60:.1f} min")
+        if row:  # a row measured on a shared machine stands for its kernel's CPU time (tools/timings.py)
+            cpu = row.get("cpu_seconds") if row.get("contended") else None
+            secs = float(cpu) if cpu is not None else float(row["seconds"])
+            parts.append(f"`{prof}` {secs / 60:.1f} min" + (" of CPU" if cpu is not None else ""))
     machine = data.get("machine", "")
     if not parts:
         return "Runtime: not measured yet (`make timings`)."

@@ -34,3 +34,7 @@ def test_runtime_note(tmp_path):
                                                                   "lab": {"03_gptq": {"seconds": 240.0}}}}))
     note = chapter.runtime_note("03_gptq", str(p))
     assert "`ci` 1.5 min" in note and "`lab` 4.0 min" in note
+    # a row measured on a shared machine (one thread) stands for its kernel's CPU time, and says so
+    p.write_text(json.dumps({"profiles": {"lab": {"03_gptq": {"seconds": 600.0, "cpu_seconds": 150.0,
+                                                              "contended": True}}}}))
+    assert "`lab` 2.5 min of CPU" in chapter.runtime_note("03_gptq", str(p))

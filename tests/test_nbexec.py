@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import nbexec  # noqa: E402
 
-GOOD_CODE = ["import os\nprint('profile', os.environ['LESSONLIB_PROFILE'])",
+GOOD_CODE = ["import os, time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:  # 0.5 s of CPU\n    pass\n"
+             "print('profile', os.environ['LESSONLIB_PROFILE'])",
              "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"]
 BAD_CODE = ["x = 41", "def f():\n    raise ValueError('boom at ' + str(x + 1))\nf()", "print('never')"]
 
@@ -65,6 +66,8 @@ def test_executed_copy_keeps_outputs_figure_widget_free_metadata(collected):
     assert meta["source_sha"] == nbexec.source_sha(nbs / "00_good.ipynb")
     assert meta["code_sha"] == nbexec.code_sha(nbs / "00_good.ipynb")
     assert set(meta["cell_seconds"]) == {"1", "2"} and meta["seconds"] >= max(meta["cell_seconds"].values())
+    # the kernel's CPU time: at least the 0.5 s the first cell burns, at most what two cores give in the wall time
+    assert 0.5 <= meta["cpu_seconds"] <= 2 * meta["seconds"] + 0.5, meta
     assert good.cells[1].outputs[0]["text"] == "profile ci\n"
     assert any("image/png" in o.get("data", {}) for o in good.cells[2].outputs)  # inline backend: a figure
     bad = nbformat.read(str(executed / "01_bad.ipynb"), as_version=4)
@@ -105,7 +108,7 @@ def test_timings_can_record_what_make_test_measured(collected, tmp_path):
     assert t.main(args + ["00"]) == 0                       # nothing executed: read from the copy
     meta = json.loads((executed / "00_good.ipynb").read_text())["metadata"]["lessonlib"]
     row = json.loads(js.read_text())["profiles"]["ci"]["00_good"]
-    assert row["seconds"] == round(meta["seconds"], 1) and row["sha"] == meta["source_sha"]
+    assert row["seconds"] == round(meta["seconds"], 1) and row["sha"] == meta["code_sha"]
     assert row["max_cell"] in (1, 2) and row["max_cell_seconds"] == round(max(meta["cell_seconds"].values()), 1)
     assert t.main(args + ["01"]) == 1                       # a failed run is not a timing
 

@@ -44,7 +44,7 @@ def test_timings_records_runs_changed_and_table(tmp_path):
     data = json.loads(js.read_text())
     row = data["profiles"]["ci"]["00_tiny"]
     assert set(data["profiles"]["ci"]) == {"00_tiny"} and "cores" in data["machine"] and "contended" in data["note"]
-    assert 0.2 <= row["max_cell_seconds"] <= row["seconds"] and row["sha"] == t.source_sha(str(nbs / "00_tiny.ipynb"))
+    assert 0.2 <= row["max_cell_seconds"] <= row["seconds"] and row["sha"] == t.code_sha(str(nbs / "00_tiny.ipynb"))
     assert {"date", "commit"} <= set(row)
     # --changed: 00 is current and skipped, 01 has no record and runs; then editing 00's source re-runs it
     row["seconds"] = 999.0
@@ -61,6 +61,18 @@ def test_timings_records_runs_changed_and_table(tmp_path):
     assert "STALE" not in text and "| 00_tiny | **16.6 (" in text and text.endswith("<!-- timings:end -->\nafter\n")
     with pytest.raises(ValueError, match="no notebook matches '99'"):
         t.main(args + ["99"])
+
+
+def test_contended_rows_are_judged_by_cpu_time():
+    """On a shared machine a one-thread run is judged by its kernel's CPU time; an idle run by its wall time."""
+    t = _tool("timings")
+    busy = {"seconds": 400.0, "cpu_seconds": 200.0, "max_cell_seconds": 90.0, "contended": True}
+    idle = {"seconds": 400.0, "cpu_seconds": 200.0, "max_cell_seconds": 90.0}
+    assert t.minutes(busy) == 200.0 and t.minutes(idle) == 400.0
+    md = t.table({"machine": "m", "profiles": {"lab": {"a": busy, "b": idle}}})
+    assert "| a | 3.3ᶜ (90 s) |" in md and "| b | **6.7 (90 s) ⚠** |" in md and "10.0 min in all" in md
+    with pytest.raises(SystemExit):
+        t.main(["--profile", "lab", "--contended", "--threads", "2"])
 
 
 def test_source_sha_ignores_outputs_not_sources(tmp_path):

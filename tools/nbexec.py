@@ -86,6 +86,7 @@ class Result:
     cell_seconds: dict[int, float] = field(default_factory=dict)   # cell index -> wall seconds
     failed_cell: int | None = None
     error: str = ""                              # the failing cell's source and traceback, ANSI-free
+    cpu_seconds: float | None = None             # the kernel process's CPU time (user + system, with children)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +94,22 @@ class Result:
 
 
 HANG = "[timed out or kernel died] "  # prefix of a failure the executor, not the notebook, may have caused
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` and its waited-for children (Linux ``/proc``), else None.
+
+    With one thread this is what the work costs on an idle core, whatever else the machine runs: the runtime
+    of a notebook measured on a busy machine, where its wall time is inflated by waiting for a core."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime (stat fields 14-17)
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 1)
+
 
 def kernel_env(profile: str, threads: str = "1", mplbackend: str = INLINE) -> dict[str, str]:
     """This process's environment with what a chapter's kernel runs under."""
@@ -114,8 +131,14 @@ def execute(path: str | os.PathLike, env: dict[str, str], timeout: int = 1800,
     nb = nbformat.read(str(path), as_version=4)
     cell_s: dict[int, float] = {}
     current: list[int] = [-1]
+    cpu: list[float | None] = [None]
 
     class Timed(nbclient.NotebookClient):
+        async def _async_cleanup_kernel(self) -> None:
+            if self.km is not None:  # read the kernel's CPU time before it is shut down
+                cpu[0] = process_cpu_seconds(getattr(getattr(self.km, "provisioner", None), "pid", None))
+            await super()._async_cleanup_kernel()
+
         async def async_execute_cell(self, cell, cell_index, *a, **k):  # noqa: ANN001
             current[0] = cell_index
             t = time.perf_counter()
@@ -136,7 +159,7 @@ def execute(path: str | os.PathLike, env: dict[str, str], timeout: int = 1800,
         error = describe_failure(nb, failed, e)
         if isinstance(e, (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError)):
             error = HANG + error
-    return Result(nb, round(time.perf_counter() - t0, 1), cell_s, failed, error)
+    return Result(nb, round(time.perf_counter() - t0, 1), cell_s, failed, error, cpu[0])
 
 
 def describe_failure(nb, index: int, exc: BaseException) -> str:  # noqa: ANN001
@@ -160,7 +183,7 @@ def write_executed(path: str | os.PathLike, result: Result, profile: str, dest_d
     nb = result.nb
     nb.metadata["lessonlib"] = {
         "source_sha": source_sha(path), "code_sha": code_sha(path), "inputs_sha": inputs_sha(root), "profile": profile, "ok": result.ok,
-        "seconds": result.seconds, "cell_seconds": {str(k): v for k, v in sorted(result.cell_seconds.items())},
+        "seconds": result.seconds, "cpu_seconds": result.cpu_seconds, "cell_seconds": {str(k): v for k, v in sorted(result.cell_seconds.items())},
         "failed_cell": result.failed_cell, "commit": commit(root),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
