@@ -8,6 +8,7 @@ from torch import nn
 from lessonlib.quant import QuantScheme
 from lessonlib.quant.affine import fake_quant
 from lessonlib.quant.qat import QATLinear, convert_qat, mse_clip_ratios, prepare_qat
+from lessonlib.quant.qat_train import freeze_qat
 
 
 def _layer(seed=0):
@@ -65,6 +66,24 @@ def test_convert_keeps_the_fixed_grid():
     y_train = m(x).detach()
     convert_qat(m)
     assert torch.allclose(m(x), y_train, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", ["refit", "mse"])
+def test_freeze_keeps_the_grid_the_forward_used(clip):
+    # freeze_qat must keep Q(W) on the layer's own grid: the fixed range of clip="mse", not one refitted to W
+    sch = QuantScheme(3, 32, False)
+    m = prepare_qat(_layer(), sch, filter_fn=lambda m, n: True, clip=clip)
+    with torch.no_grad():
+        m[0].weight.add_(0.05 * torch.randn(8, 64, generator=torch.Generator().manual_seed(2)))
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y_train = m(x)
+        refitted = fake_quant(m[0].weight, sch)
+    freeze_qat(m)
+    assert type(m[0]) is nn.Linear
+    with torch.no_grad():
+        assert torch.allclose(m(x), y_train, rtol=1e-5, atol=1e-6)
+        assert (clip == "refit") == torch.equal(m[0].weight, refitted)   # a fixed range differs from a refit
 
 
 def test_bad_clip_mode():

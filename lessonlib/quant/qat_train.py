@@ -36,8 +36,8 @@ from ..distill.train import batch_indices
 from ..evaluate import next_token_nll
 from ..models import replace_submodule
 from ..technique import FilterFn, LayerResult, TechniqueConfig, register
-from .affine import QuantScheme, fake_quant
-from .qat import QATLinear, prepare_qat
+from .affine import QuantScheme
+from .qat import QATLinear, fake_quant_ste, prepare_qat
 from ..atomic import atomic, protect
 
 __all__ = ["QATConfig", "QATReport", "cosine_lr", "qat_finetune", "freeze_qat"]
@@ -142,14 +142,15 @@ def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, s
 @torch.no_grad()
 def freeze_qat(model: nn.Module) -> dict[str, nn.Linear]:
     """Swap every ``QATLinear`` back for a plain ``nn.Linear`` holding its fake-quantized weight Q(W) (what its
-    forward used), like the other fake-quant drivers leave a model; returns the new layers by name."""
+    forward used: the fixed range of ``clip="mse"`` layers, else the grid refitted to W), like the other
+    fake-quant drivers leave a model; returns the new layers by name."""
     new: dict[str, nn.Linear] = {}
     for n, m in list(model.named_modules()):
         if not isinstance(m, QATLinear):
             continue
         lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
                         dtype=m.weight.dtype)
-        lin.weight.copy_(fake_quant(m.weight, m.scheme))
+        lin.weight.copy_(fake_quant_ste(m.weight, m.scheme, qparams=m.qparams()))  # the fixed range when set
         if m.bias is not None:
             lin.bias.copy_(m.bias)
         replace_submodule(model, n, lin)
