@@ -34,7 +34,8 @@ from ..config import progress_disabled
 from ..evaluate import bytes_at_precision, next_token_nll
 from ..models import block_linears, decoder_blocks, get_weight, set_weight
 from .affine import QuantScheme, fake_quant
-from .qlinear import WeightOnlyConfig, is_linear_like, quantize_
+from ..models import is_linear_like
+from .qlinear import WeightOnlyConfig, quantize_
 from ..atomic import atomic
 
 __all__ = ["layer_bytes", "hessian_sensitivity", "Allocation", "allocate_bits", "block_layer_names",

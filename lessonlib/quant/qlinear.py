@@ -17,18 +17,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import get_weight
+from ..models import get_weight, is_linear_like, replace_submodule
 from .affine import QuantScheme, dequantize, expand_qparams, quantize, quantize_codes
 from .packing import pack_codes, packed_row_bytes, storage_bytes, unpack_codes
 
-__all__ = ["codes_on_grid", "QuantLinear", "WeightOnlyConfig", "is_linear_like", "default_filter", "replace_module", "quantize_",
+__all__ = ["codes_on_grid", "QuantLinear", "WeightOnlyConfig", "default_filter", "quantize_",
            "quant_linears", "save_quantized", "load_quantized"]
 
 _META_KEY = "lessonlib.quant"
-
-
-def is_linear_like(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or (type(m).__name__ == "Conv1D" and hasattr(m, "nf"))
 
 
 class QuantLinear(nn.Module):
@@ -155,12 +151,6 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     return is_linear_like(module) and fqn.split(".")[-1] != "lm_head"
 
 
-def replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
-    """Put ``new`` where the submodule named ``fqn`` is."""
-    parent_name, _, child = fqn.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
 def _scheme_of(qparams: Mapping[str, object] | None) -> QuantScheme:
     """The one ``QuantScheme`` that every entry of ``qparams`` carries (``GPTQResult.scheme``)."""
     schemes = {getattr(p, "scheme", None) for p in (qparams or {}).values()}
@@ -208,7 +198,7 @@ def quantize_(model: nn.Module, config: QuantScheme | WeightOnlyConfig | None = 
         except ValueError as e:
             raise ValueError(f"layer {fqn!r}: {e} (the model was left unchanged)") from e
     for fqn, new in built:  # nothing can fail from here on
-        replace_module(model, fqn, new)
+        replace_submodule(model, fqn, new)
     return model
 
 
@@ -339,11 +329,11 @@ def load_quantized(path: str, model_skeleton: nn.Module) -> nn.Module:
                                  f"{tuple(skel[key].shape)}")
     old_mods = {n: model_skeleton.get_submodule(n) for n in new}
     for fqn, q in new.items():
-        replace_module(model_skeleton, fqn, q)
+        replace_submodule(model_skeleton, fqn, q)
     try:
         load_model(model_skeleton, path, strict=True)
     except Exception as e:
         for fqn, m in old_mods.items():  # put the float layers back: the skeleton is as it was
-            replace_module(model_skeleton, fqn, m)
+            replace_submodule(model_skeleton, fqn, m)
         raise ValueError(f"{path}: could not be loaded into the skeleton ({e})") from e
     return model_skeleton
