@@ -112,6 +112,7 @@ class PerplexityResult:
     seconds: float
     tokens_per_s: float
     window_nlls: list[float] = field(default_factory=list, repr=False)  # per window, for bootstrap intervals
+    top1: float | None = None  # next-token top-1 accuracy over the same windows (``perplexity(..., top1=True)``)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,12 +126,13 @@ def _model_device(model: nn.Module) -> torch.device:
 @torch.inference_mode()
 def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split: str = "eval",
                seqlen: int | None = None, max_windows: int | None = None, tokens: torch.Tensor | None = None,
-               batch_size: int = 1, profile=None, progress: bool = True) -> PerplexityResult:
+               batch_size: int = 1, profile=None, progress: bool = True, top1: bool = False) -> PerplexityResult:
     """Perplexity of a causal LM on a held-out split (GPTQ protocol, see the module docstring).
 
     Give either ``tokenizer`` (the ``corpus``/``split`` is tokenized and cached) or a 1-D ``tokens``
     stream.  ``seqlen`` and ``max_windows`` default to the profile's ``seqlen`` / ``eval_windows``
-    (0 = every window).
+    (0 = every window).  ``top1=True`` also counts, in the same forward passes, how often the argmax of the
+    logits is the next token (``PerplexityResult.top1``).
     """
     prof = get_profile(profile)
     seqlen = prof.seqlen if seqlen is None else seqlen
@@ -152,6 +154,7 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
     was_training = model.training
     model.eval()
     nlls = []
+    hits = 0
     t0 = time.perf_counter()
     for i in tqdm(range(0, wins.shape[0], batch_size), desc=f"perplexity ({wins.shape[0]} x {seqlen})",
                   disable=progress_disabled() or not progress, leave=False):
@@ -159,6 +162,8 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
         logits = model(batch, use_cache=False).logits  # (B, T, V)
         for b in range(batch.shape[0]):
             nlls.append(next_token_nll(logits[b], batch[b]).item())
+        if top1:
+            hits += int((logits[:, :-1].argmax(-1) == batch[:, 1:]).sum())
     secs = time.perf_counter() - t0
     model.train(was_training)
     nll_t = torch.tensor(nlls, dtype=torch.float64)
@@ -168,7 +173,8 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
     n_tok = wins.numel()
     return PerplexityResult(ppl=ppl, nll=float(nll_t.mean()), windows=wins.shape[0], seqlen=seqlen,
                             tokens=n_tok, seconds=secs, tokens_per_s=n_tok / max(secs, 1e-9),
-                            window_nlls=[float(x) for x in nlls])
+                            window_nlls=[float(x) for x in nlls],
+                            top1=hits / (wins.shape[0] * (seqlen - 1)) if top1 else None)
 
 
 # ------------------------------------------------------------------ accuracy
