@@ -25,6 +25,7 @@ from .config import get_profile, progress_disabled
 from .data import eval_tokens, windows
 from .models import max_positions
 from .checks import positive_int
+from .storage import bitmask_bytes, csr_bytes, model_bytes, tensor_bytes  # re-exported: byte accounting lives in storage
 
 __all__ = [
     "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "perplexity_from_window_nlls",
@@ -230,40 +231,6 @@ def param_counts(model: nn.Module) -> dict[str, int]:
         out[_component(name)] += p.numel()
     out["total"] = sum(out.values())
     return out
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes a tensor's elements occupy (numel x element size)."""
-    return t.numel() * t.element_size()
-
-
-def model_bytes(model: nn.Module) -> int:
-    """Real bytes of a model's parameters and buffers, each storage counted once (ties, shared blocks)."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype)
-        if key in seen or t.numel() == 0:
-            continue
-        seen.add(key)
-        total += tensor_bytes(t)
-    return total
-
-
-def csr_bytes(nnz: int, rows: int, value_bytes: float = 2, index_bytes: int = 4,
-              pointer_bytes: int | None = None) -> float:
-    """Bytes of a CSR matrix: values and column indices per nonzero, plus rows+1 row pointers
-    (``pointer_bytes`` each, default ``index_bytes``)."""
-    if nnz < 0 or rows <= 0:
-        raise ValueError(f"nnz={nnz} must be >= 0 and rows={rows} > 0")
-    ptr = index_bytes if pointer_bytes is None else pointer_bytes
-    return nnz * (value_bytes + index_bytes) + (rows + 1) * ptr
-
-
-def bitmask_bytes(numel: int, nnz: int, value_bytes: float = 2) -> float:
-    """Bytes of a bitmask sparse format: one bit per position plus the nonzero values."""
-    if not 0 <= nnz <= numel:
-        raise ValueError(f"nnz={nnz} must be in [0, numel={numel}]")
-    return math.ceil(numel / 8) + nnz * value_bytes
 
 
 # ------------------------------------------------------------------ time

@@ -19,9 +19,10 @@ from torch.nn import functional as F
 
 from ..models import get_weight, is_linear_like, replace_submodule
 from .affine import QuantScheme, dequantize, expand_qparams, quantize, quantize_codes
-from .packing import pack_codes, packed_row_bytes, storage_bytes, unpack_codes
+from ..storage import packed_row_bytes, storage_bytes
+from .packing import pack_codes, unpack_codes
 
-__all__ = ["codes_on_grid", "QuantLinear", "WeightOnlyConfig", "default_filter", "quantize_",
+__all__ = ["codes_on_grid", "QuantLinear", "quant_layer_bytes", "WeightOnlyConfig", "default_filter", "quantize_",
            "quant_linears", "save_quantized", "load_quantized"]
 
 _META_KEY = "lessonlib.quant"
@@ -144,6 +145,19 @@ class WeightOnlyConfig:
 
     scheme: QuantScheme
     scale_dtype: torch.dtype | None = None
+
+
+def quant_layer_bytes(out_features: int, in_features: int, scheme: QuantScheme, bias: bool = False,
+                      scale_bytes: int = 2) -> dict[str, int]:
+    """Bytes of a packed ``QuantLinear`` of this shape: ``{"codes", "side", "total"}`` (side = scales, zeros,
+    bias).  Built on the meta device from the real class, so it always matches what ``quantize_`` stores."""
+    if scale_bytes not in (2, 4):
+        raise ValueError(f"scale_bytes={scale_bytes} must be 2 (fp16) or 4 (fp32)")
+    dtype = torch.float16 if scale_bytes == 2 else torch.float32
+    q = QuantLinear(in_features, out_features, scheme, bias=bias, scale_dtype=dtype, device="meta")
+    codes = storage_bytes(q.qweight)
+    side = storage_bytes(q.scales, q.zeros, q.g_idx, q.bias)
+    return {"codes": codes, "side": side, "total": codes + side}
 
 
 def default_filter(module: nn.Module, fqn: str) -> bool:
