@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..config import Profile, get_profile, progress_disabled
 from ..data import load_reviews
 from ..distill.encoder_task import review_splits, teacher_schedule
-from ..distill.train import batch_indices
+from ..training import batch_indices, check_loss
 from ..evaluate import classification_accuracy
 from ..models import load_encoder, replace_submodule
 from .magnitude import cubic_sparsity
@@ -252,8 +252,7 @@ def finetune_pruned(method: str, target: float, profile: str | Profile | None = 
                   return_tensors="pt").to(dev)
         torch.manual_seed(seed * 1_000_003 + offset + step)  # this step's dropout
         loss = F.cross_entropy(model(**enc).logits.float(), labels[idx].to(dev))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr={sched.lr}")
+        check_loss(loss, step, f"{method} pruning loss", f"lower lr={sched.lr}")
         opt.zero_grad(set_to_none=True)
         if s_opt:
             s_opt.zero_grad(set_to_none=True)
