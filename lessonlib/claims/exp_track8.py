@@ -4,88 +4,23 @@ Claims C13 (truncated SVD with per-layer ranks), C14 and C30 (ALBERT-style block
 tickets, rewinding), C18 (ReLU-fication), C37 (entropy coding of sparse 4-bit weights).  C40 lives in
 ``exp_foundation`` and calls :func:`c40_real_tensor` from here.
 
-The two model-level helpers below are shared with notebooks 16-20: :func:`layer_factors` /
-:func:`truncate_by_energy` (per-layer ranks from each layer's singular-value energy, SVDs computed once per
-sweep) and :func:`track8_sizes` (the profile's sizes for the experiments of this track).
+The per-layer energy truncation C13 sweeps is ``lessonlib.lowrank.energy`` (notebook 17 uses it too); the
+sizes (block stride, lottery rounds, rate, epochs, rewind iteration) are fields of the profile.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 
-from ..config import Profile, get_profile
 from ..evaluate import perplexity
-from ..lowrank.svd import breakeven_rank, lowrank_params, rank_from_energy, svd_split
-from ..models import block_linears, decoder_blocks, get_weight, set_weight
+from ..lowrank.energy import layer_factors, truncate_by_energy
+from ..models import block_linears, decoder_blocks, get_weight
 from . import Context, Outcome, experiment, rules
 
-__all__ = ["track8_sizes", "layer_factors", "truncate_by_energy", "smoothness", "c40_real_tensor"]
+__all__ = ["smoothness", "c40_real_tensor"]
 
-# Sizes per profile that the profile's generic fields do not cover.  block_stride: C13 factorises the linears
-# of every block_stride-th block (ci keeps a third of the SVDs); lottery_*: LeNet-300-100 IMP settings
-# (Frankle & Carbin prune 20% per round; ci prunes 50% per round to reach ~94% in 4 rounds).
-_SIZES = {
-    "ci": dict(block_stride=3, lottery_rounds=4, lottery_rate=0.5, lottery_epochs=2, rewind_iter=20),
-    "laptop": dict(block_stride=1, lottery_rounds=11, lottery_rate=0.2, lottery_epochs=5, rewind_iter=60),
-    "gpu": dict(block_stride=1, lottery_rounds=13, lottery_rate=0.2, lottery_epochs=10, rewind_iter=60),
-}
 HARD_LR_FACTOR = 10.0  # C36's harder setting: Adam at 10x the LeNet learning rate of Frankle & Carbin
-
-
-def track8_sizes(profile: str | Profile | None = None) -> dict:
-    """This track's sizes for a profile (unknown profile names get the laptop sizes)."""
-    p = get_profile(profile)
-    return dict(_SIZES.get(p.name, _SIZES["laptop"]))
-
-
-# ------------------------------------------------------------------ C13 helpers
-@torch.no_grad()
-def layer_factors(model: nn.Module, block_stride: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Full-rank balanced SVD factors ``(A (k, in), B (out, k))`` of the linears of every ``block_stride``-th
-    decoder block, keyed ``"{block}.{name}"``; truncating them to r rows/columns is the rank-r split, and the
-    singular values are the squared row norms of A (A A^T = diag(s))."""
-    if block_stride < 1:
-        raise ValueError(f"block_stride={block_stride} must be >= 1")
-    out = {}
-    for i, block in enumerate(decoder_blocks(model)):
-        if i % block_stride:
-            continue
-        for name, lin in block_linears(block).items():
-            w = get_weight(lin)  # (out, in)
-            out[f"{i}.{name}"] = svd_split(w, min(w.shape))
-    return out
-
-
-@torch.no_grad()
-def truncate_by_energy(model: nn.Module, factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                       energy: float) -> dict[str, int]:
-    """Replace each factored layer's weight by its rank-r SVD with r = ``rank_from_energy(s, energy)``; layers
-    whose r would not save parameters (r > breakeven) stay dense.  In place.
-
-    Returns ``params_dense`` and ``params_kept`` over the factored layers (kept counts r (in + out) for a
-    factorised layer, as stored as two thin matrices) and ``layers_factorised``.
-    """
-    blocks = decoder_blocks(model)
-    dense = kept = n_fact = 0
-    for key, (A, B) in factors.items():
-        i, name = key.split(".", 1)
-        lin = block_linears(blocks[int(i)])[name]
-        out_f, in_f = get_weight(lin).shape
-        if A.shape[1] != in_f or B.shape[0] != out_f:
-            raise ValueError(f"factors of {key} ({tuple(B.shape)} x {tuple(A.shape)}) do not fit the layer "
-                             f"({out_f}, {in_f})")
-        s = (A.double() ** 2).sum(1)  # (k,) singular values
-        r = rank_from_energy(s, energy)
-        dense += out_f * in_f
-        if r > breakeven_rank(out_f, in_f):
-            kept += out_f * in_f
-            continue
-        set_weight(lin, B[:, :r] @ A[:r])  # (out, r) @ (r, in)
-        kept += lowrank_params(out_f, in_f, r)
-        n_fact += 1
-    return {"params_dense": dense, "params_kept": kept, "layers_factorised": n_fact}
 
 
 def smoothness(params: list[float], ppls: list[float], per: float = 0.05) -> dict[str, float]:
@@ -133,9 +68,9 @@ def _figure(ctx: Context, name: str, xs: list, series: dict[str, list], xlabel: 
 
 @experiment("C13")
 def c13(ctx: Context) -> Outcome:
-    p, sz = ctx.profile, track8_sizes(ctx.profile)
+    p = ctx.profile
     model, tok = ctx.model()
-    factors = layer_factors(model, sz["block_stride"])
+    factors = layer_factors(model, p.block_stride)
     n = 2 * max(2, p.sweep_points) + 1  # ci: 7 points, 0.03 apart
     energies = [round(0.98 - 0.18 * i / (n - 1), 3) for i in range(n)]  # 0.98 ... 0.80
     dense = ctx.dense_ppl()
@@ -160,7 +95,7 @@ def c13(ctx: Context) -> Outcome:
                       "of the factored parameters removed ('smooth' := no 5% step doubles PPL; a finer grid can "
                       "only find a steeper stretch)"))
     return Outcome(measured, verdict, f"Per-layer ranks keeping {energies} of each layer's spectral energy (layers "
-                   f"of every {sz['block_stride']}. block; a layer stays dense when its rank saves nothing): "
+                   f"of every {p.block_stride}. block; a layer stays dense when its rank saves nothing): "
                    f"kept {', '.join(f'{x:.1%}' for x in measured['kept_fraction'])} of the parameters, "
                    f"PPL {dense:.1f} -> {', '.join(f'{x:.1f}' for x in ppls)}; steepest stretch "
                    f"{sm['max_doublings_per_step']:.2f} doublings per 5% removed.", figure=fig,
@@ -241,13 +176,13 @@ def c30(ctx: Context) -> Outcome:
 def _lottery(ctx: Context, lr_factor: float) -> list:
     from ..lottery.imp import lottery_experiment, mnist_splits
 
-    sz = track8_sizes(ctx.profile)
+    p = ctx.profile
     data = ctx.memo("t8_mnist", mnist_splits)
 
     def run():
         torch.manual_seed(0)
-        return lottery_experiment(rounds=sz["lottery_rounds"], rate=sz["lottery_rate"], epochs=sz["lottery_epochs"],
-                                  rewind_iter=sz["rewind_iter"], lr=1.2e-3 * lr_factor, seed=0, data=data)
+        return lottery_experiment(rounds=p.lottery_rounds, rate=p.lottery_rate, epochs=p.lottery_epochs,
+                                  rewind_iter=p.rewind_iter, lr=1.2e-3 * lr_factor, seed=0, data=data)
     return ctx.memo(f"t8_lottery_{lr_factor}", run)
 
 
@@ -289,7 +224,7 @@ def c36(ctx: Context) -> Outcome:
                 "hard_rewind0_minus_dense": last.ticket - d, "hard_rewindk_minus_dense": last.rewind_k - d,
                 "easy_rewind0_minus_dense": easy[-1].ticket - easy[0].ticket,
                 "easy_rewindk_minus_dense": easy[-1].rewind_k - easy[0].ticket,
-                "rewind_iter": track8_sizes(ctx.profile)["rewind_iter"]}
+                "rewind_iter": ctx.profile.rewind_iter}
     verdict = rules.parts(
         rewind_to_0=rules.not_measurable(
             "needs a network of the size where rewinding to 0 stops working (VGG-16, ResNet-20 and larger); "
