@@ -1,9 +1,9 @@
-"""Fast tests of the helpers of lessonlib/claims/exp_track8.py (the experiments themselves run in `reproduce`)."""
+"""Fast tests of the helpers of the track-8 ledger experiments (exp_lowrank, exp_share, exp_lottery, ...) (the experiments themselves run in `reproduce`)."""
 import pytest
 import torch
 
 from lessonlib.claims import registry
-from lessonlib.claims.exp_track8 import smoothness
+from lessonlib.claims.exp_lowrank import smoothness
 from lessonlib.config import PROFILES, get_profile
 from lessonlib.lowrank.energy import layer_factors, truncate_by_energy
 from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weight, tiny_causal_lm

@@ -3,7 +3,7 @@ latency), C09 (layer dropping and recovery), C11 (encoder head pruning), C15 (Sh
 C31 (fused kernels).
 
 C29's quality part lives in ``lessonlib.arch.gqa.gqa_quality``; C29 itself is registered (memory part)
-in ``exp_foundation``.
+in ``exp_sizes``.
 """
 from __future__ import annotations
 
