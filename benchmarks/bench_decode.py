@@ -27,7 +27,8 @@ from lessonlib.evaluate import model_bytes, perplexity
 from lessonlib.models import load_model
 from lessonlib.quant.affine import QuantScheme
 from lessonlib.quant.kernels import to_kernels
-from lessonlib.quant.qlinear import default_filter, is_linear_like, quantize_
+from lessonlib.models import is_linear_like
+from lessonlib.quant.qlinear import default_filter, quantize_
 from lessonlib.roofline import decode_seconds, prefill_seconds
 
 INT8 = QuantScheme(8, -1, True)

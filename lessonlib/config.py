@@ -30,6 +30,16 @@ class Profile:
     sweep_points: int  # points on sparsity / bit-width / temperature sweeps
     bench_repeats: int  # timed repetitions in latency measurements
     device: str  # "auto" picks CUDA when present
+    # sizes of particular experiments (defaults: the laptop ledger's); experiments read these, never the name
+    reduced_sweeps: bool = False  # the ledger's sweeps drop their costliest points (fewer sparsities, no 2:4)
+    gen_tokens: int = 32  # tokens generated per timed generation
+    partial_blocks: int = 0  # a slow method in a notebook compresses only the first n blocks (0 = all)
+    compile_kernels: bool = True  # time torch.compile'd kernels too (minutes of compilation on 2 CPU cores)
+    block_stride: int = 1  # C13 factorises the linears of every block_stride-th block
+    lottery_rounds: int = 11  # LeNet-300-100 iterative magnitude pruning rounds (C16, C36)
+    lottery_rate: float = 0.2  # fraction pruned per round (Frankle & Carbin: 20%)
+    lottery_epochs: int = 5  # training epochs per round
+    rewind_iter: int = 60  # iteration the weights are rewound to (C36)
 
     def __post_init__(self) -> None:
         """Every field is checked, so ``with_(seqlen=-5)`` fails here and not deep inside an experiment."""
@@ -38,11 +48,16 @@ class Profile:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"Profile name={short(self.name)} must be a non-empty string")
         for f in ("seqlen", "calib_samples", "calib_seqlen", "train_steps", "batch_size", "sweep_points",
-                  "bench_repeats"):
+                  "bench_repeats", "gen_tokens", "block_stride", "lottery_rounds", "lottery_epochs"):
             integer(f, getattr(self, f), lo=1, where=f"profile {self.name!r}")
-        for f in ("eval_windows", "encoder_train", "encoder_eval"):  # 0 = all
+        for f in ("eval_windows", "encoder_train", "encoder_eval", "partial_blocks", "rewind_iter"):  # 0 = all
             integer(f, getattr(self, f), lo=0, where=f"profile {self.name!r}; 0 means all")
         positive_float("lr", self.lr, where=f"profile {self.name!r}")
+        if not 0 < self.lottery_rate < 1:
+            raise ValueError(f"lottery_rate={short(self.lottery_rate)} must lie in (0, 1) (profile {self.name!r})")
+        for f in ("reduced_sweeps", "compile_kernels"):
+            if not isinstance(getattr(self, f), bool):
+                raise TypeError(f"{f}={short(getattr(self, f))} must be a bool (profile {self.name!r})")
         device_str("device", self.device)
 
     def as_dict(self) -> dict:
@@ -56,7 +71,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", seqlen=256, eval_windows=8, calib_samples=16, calib_seqlen=256, train_steps=12,
                   batch_size=4, lr=1e-4, encoder_train=512, encoder_eval=256, sweep_points=3,
-                  bench_repeats=3, device="cpu"),
+                  bench_repeats=3, device="cpu", reduced_sweeps=True, gen_tokens=8, partial_blocks=4,
+                  compile_kernels=False, block_stride=3, lottery_rounds=4, lottery_rate=0.5, lottery_epochs=2,
+                  rewind_iter=20),
     # lab: the chapters' default, a live version of each experiment that finishes in minutes; the larger
     # runs belong to the ledger (laptop, gpu) and are read from reports/claims.json
     "lab": Profile("lab", seqlen=512, eval_windows=8, calib_samples=16, calib_seqlen=512, train_steps=16,
@@ -69,7 +86,7 @@ PROFILES: dict[str, Profile] = {
                       sweep_points=6, bench_repeats=5, device="auto"),
     "gpu": Profile("gpu", seqlen=2048, eval_windows=0, calib_samples=128, calib_seqlen=2048,
                    train_steps=2000, batch_size=16, lr=5e-5, encoder_train=0, encoder_eval=0,
-                   sweep_points=10, bench_repeats=50, device="cuda"),
+                   sweep_points=10, bench_repeats=50, device="cuda", lottery_rounds=13, lottery_epochs=10),
 }
 
 

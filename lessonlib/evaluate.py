@@ -25,6 +25,7 @@ from .config import get_profile, progress_disabled
 from .data import eval_tokens, windows
 from .models import max_positions
 from .checks import positive_int
+from .storage import bitmask_bytes, csr_bytes, model_bytes, tensor_bytes  # re-exported: byte accounting lives in storage
 
 __all__ = [
     "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "perplexity_from_window_nlls",
@@ -112,6 +113,7 @@ class PerplexityResult:
     seconds: float
     tokens_per_s: float
     window_nlls: list[float] = field(default_factory=list, repr=False)  # per window, for bootstrap intervals
+    top1: float | None = None  # next-token top-1 accuracy over the same windows (``perplexity(..., top1=True)``)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,12 +127,13 @@ def _model_device(model: nn.Module) -> torch.device:
 @torch.inference_mode()
 def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split: str = "eval",
                seqlen: int | None = None, max_windows: int | None = None, tokens: torch.Tensor | None = None,
-               batch_size: int = 1, profile=None, progress: bool = True) -> PerplexityResult:
+               batch_size: int = 1, profile=None, progress: bool = True, top1: bool = False) -> PerplexityResult:
     """Perplexity of a causal LM on a held-out split (GPTQ protocol, see the module docstring).
 
     Give either ``tokenizer`` (the ``corpus``/``split`` is tokenized and cached) or a 1-D ``tokens``
     stream.  ``seqlen`` and ``max_windows`` default to the profile's ``seqlen`` / ``eval_windows``
-    (0 = every window).
+    (0 = every window).  ``top1=True`` also counts, in the same forward passes, how often the argmax of the
+    logits is the next token (``PerplexityResult.top1``).
     """
     prof = get_profile(profile)
     seqlen = prof.seqlen if seqlen is None else seqlen
@@ -152,6 +155,7 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
     was_training = model.training
     model.eval()
     nlls = []
+    hits = 0
     t0 = time.perf_counter()
     for i in tqdm(range(0, wins.shape[0], batch_size), desc=f"perplexity ({wins.shape[0]} x {seqlen})",
                   disable=progress_disabled() or not progress, leave=False):
@@ -159,6 +163,8 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
         logits = model(batch, use_cache=False).logits  # (B, T, V)
         for b in range(batch.shape[0]):
             nlls.append(next_token_nll(logits[b], batch[b]).item())
+        if top1:
+            hits += int((logits[:, :-1].argmax(-1) == batch[:, 1:]).sum())
     secs = time.perf_counter() - t0
     model.train(was_training)
     nll_t = torch.tensor(nlls, dtype=torch.float64)
@@ -168,7 +174,8 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
     n_tok = wins.numel()
     return PerplexityResult(ppl=ppl, nll=float(nll_t.mean()), windows=wins.shape[0], seqlen=seqlen,
                             tokens=n_tok, seconds=secs, tokens_per_s=n_tok / max(secs, 1e-9),
-                            window_nlls=[float(x) for x in nlls])
+                            window_nlls=[float(x) for x in nlls],
+                            top1=hits / (wins.shape[0] * (seqlen - 1)) if top1 else None)
 
 
 # ------------------------------------------------------------------ accuracy
@@ -224,40 +231,6 @@ def param_counts(model: nn.Module) -> dict[str, int]:
         out[_component(name)] += p.numel()
     out["total"] = sum(out.values())
     return out
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes a tensor's elements occupy (numel x element size)."""
-    return t.numel() * t.element_size()
-
-
-def model_bytes(model: nn.Module) -> int:
-    """Real bytes of a model's parameters and buffers, each storage counted once (ties, shared blocks)."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype)
-        if key in seen or t.numel() == 0:
-            continue
-        seen.add(key)
-        total += tensor_bytes(t)
-    return total
-
-
-def csr_bytes(nnz: int, rows: int, value_bytes: float = 2, index_bytes: int = 4,
-              pointer_bytes: int | None = None) -> float:
-    """Bytes of a CSR matrix: values and column indices per nonzero, plus rows+1 row pointers
-    (``pointer_bytes`` each, default ``index_bytes``)."""
-    if nnz < 0 or rows <= 0:
-        raise ValueError(f"nnz={nnz} must be >= 0 and rows={rows} > 0")
-    ptr = index_bytes if pointer_bytes is None else pointer_bytes
-    return nnz * (value_bytes + index_bytes) + (rows + 1) * ptr
-
-
-def bitmask_bytes(numel: int, nnz: int, value_bytes: float = 2) -> float:
-    """Bytes of a bitmask sparse format: one bit per position plus the nonzero values."""
-    if not 0 <= nnz <= numel:
-        raise ValueError(f"nnz={nnz} must be in [0, numel={numel}]")
-    return math.ceil(numel / 8) + nnz * value_bytes
 
 
 # ------------------------------------------------------------------ time

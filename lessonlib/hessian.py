@@ -12,7 +12,7 @@ import torch
 
 from .checks import all_finite as _all_finite
 
-__all__ = ["prepare_layer", "damped_inverse", "symmetrize", "SYM_QUIET", "SYM_WARN"]
+__all__ = ["prepare_layer", "damped_inverse", "damped_cholesky", "symmetrize", "SYM_QUIET", "SYM_WARN"]
 
 
 def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor,
@@ -86,6 +86,38 @@ def _lower_inverse(M: torch.Tensor, eye: torch.Tensor, n_blocks: int = 4) -> tor
     return out
 
 
+def _dampings(percdamp: float, max_tries: int, what: str):
+    """The damping fractions to try: ``percdamp``, then x10 (at least 1e-6) with a warning after each failure;
+    ValueError once ``max_tries`` have failed (the one retry policy of every damped factorisation)."""
+    if not 0.0 <= percdamp < 1e6:
+        raise ValueError(f"percdamp={percdamp} must be >= 0 (a fraction of the mean Hessian diagonal)")
+    frac = percdamp
+    for _ in range(max_tries):
+        yield frac
+        new = max(frac * 10.0, 1e-6)
+        warnings.warn(f"{what} is not positive definite with percdamp={frac:g}; retrying with percdamp={new:g}",
+                      RuntimeWarning, stacklevel=3)
+        frac = new
+    raise ValueError(f"{what} still not positive definite after {max_tries} damping increases (last percdamp="
+                     f"{frac:g}); check it for degenerate statistics")
+
+
+def damped_cholesky(hessian: torch.Tensor, percdamp: float = 0.01, max_tries: int = 8,
+                    scale_floor: float = 0.0, what: str = "Hessian") -> tuple[torch.Tensor, float]:
+    """``(L, lambda)``: the lower Cholesky factor of H + lambda I (L L^T = H + lambda I), lambda = percdamp *
+    max(mean(diag H), scale_floor), raised x10 with a warning until it factorises (ValueError after
+    ``max_tries``).  SVD-LLM's whitening (``lowrank.svd``) uses L; ``damped_inverse`` inverts it."""
+    if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
+        raise ValueError(f"{what} must be square (in, in), got {tuple(hessian.shape)}")
+    mean_diag = max(float(torch.diag(hessian).mean()), scale_floor)
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    for frac in _dampings(percdamp, max_tries, what):
+        L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
+        if int(info) == 0 and _all_finite(L):
+            return L, frac * mean_diag
+    raise AssertionError("unreachable: _dampings raises after the last try")  # pragma: no cover
+
+
 def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky: bool = False,
                    max_tries: int = 8, flip: bool = False) -> tuple[torch.Tensor, float]:
     """``((H + lambda I)^-1 or its upper Cholesky factor U, lambda)`` with lambda = percdamp * mean(diag H).
@@ -97,12 +129,9 @@ def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky
     with J the reversal permutation and M the lower Cholesky factor of J (H + lambda I) J, U = J M^-1 J
     (the same unique factor, one Cholesky and one triangular solve instead of two and an inversion).
     """
-    if not 0.0 <= percdamp < 1e6:
-        raise ValueError(f"percdamp={percdamp} must be >= 0 (a fraction of the mean Hessian diagonal)")
     mean_diag = float(torch.diag(hessian).mean())
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    frac = percdamp
-    for _ in range(max_tries):
+    for frac in _dampings(percdamp, max_tries, "Hessian"):
         if flip and upper_cholesky:
             Hf = hessian.flip(0, 1)  # J H J, a copy; its diagonal is H's diagonal reversed
             Hf.diagonal().add_(frac * mean_diag)
@@ -111,18 +140,12 @@ def damped_inverse(hessian: torch.Tensor, percdamp: float = 0.01, upper_cholesky
                 out = _lower_inverse(M, eye).flip(0, 1)  # U = J M^-1 J, upper
                 if _all_finite(out):
                     return out, frac * mean_diag
-            info = 1
-        else:
-            L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
+            continue
+        L, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # lower, (in, in)
         if int(info) == 0:
             out = torch.cholesky_inverse(L)  # (H + lambda I)^-1, (in, in)
             if upper_cholesky:
                 out, info = torch.linalg.cholesky_ex(out, upper=True)  # U: U^T U = H^-1
             if int(info) == 0 and _all_finite(out):
                 return out, frac * mean_diag
-        new = max(frac * 10.0, 1e-6)
-        warnings.warn(f"Hessian is not positive definite with percdamp={frac:g}; retrying with percdamp={new:g}",
-                      RuntimeWarning, stacklevel=2)
-        frac = new
-    raise ValueError(f"Hessian still not positive definite after {max_tries} damping increases (last percdamp="
-                     f"{frac:g}); check it for degenerate statistics")
+    raise AssertionError("unreachable: _dampings raises after the last try")  # pragma: no cover

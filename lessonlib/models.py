@@ -295,16 +295,10 @@ def max_positions(model: nn.Module) -> int:
 _ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "xlm-roberta")
 
 
-def _getattr_path(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def is_linear_like(m: nn.Module) -> bool:
     """The one test lessonlib uses for "a linear layer": ``nn.Linear`` (and subclasses such as Falcon's
     ``FalconLinear``) or GPT-2's ``Conv1D`` (weight stored as (in, out))."""
-    return isinstance(m, nn.Linear) or _is_conv1d(m)
+    return isinstance(m, nn.Linear) or is_conv1d(m)
 
 
 def replace_submodule(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
@@ -383,7 +377,8 @@ def encoder_blocks(model: nn.Module) -> nn.ModuleList:
     return blocks
 
 
-def _is_conv1d(m: nn.Module) -> bool:
+def is_conv1d(m: nn.Module) -> bool:
+    """GPT-2's ``transformers`` ``Conv1D``: a linear layer whose weight is stored (in, out)."""
     return type(m).__name__ == "Conv1D" and hasattr(m, "nf")
 
 
@@ -394,7 +389,7 @@ def block_linears(block: nn.Module) -> dict[str, nn.Module]:
 
 def get_weight(module: nn.Module) -> torch.Tensor:
     """The weight as (out_features, in_features): a view for ``nn.Linear``, a transposed view for ``Conv1D``."""
-    if _is_conv1d(module):
+    if is_conv1d(module):
         return module.weight.data.t()
     if isinstance(module, nn.Linear):
         return module.weight.data
@@ -409,7 +404,7 @@ def set_weight(module: nn.Module, weight: torch.Tensor) -> None:
     w = weight.to(dtype=cur.dtype, device=cur.device)
     from .atomic import protect
     protect(module.weight)  # an open lessonlib.atomic.transaction can undo this write
-    module.weight.data.copy_(w.t() if _is_conv1d(module) else w)
+    module.weight.data.copy_(w.t() if is_conv1d(module) else w)
 
 
 from .tiny import TINY_FAMILIES, tiny_causal_lm  # noqa: E402  (re-exported: tests and exercises import it here)

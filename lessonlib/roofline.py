@@ -180,7 +180,8 @@ def packed_model(model: nn.Module, body, head=None, act_dtype: torch.dtype = tor
     head uses ``head`` (None: left in float), every quantized layer on torch's packed CPU kernels
     (``quant.kernels.to_kernels``).  ``model`` is not changed."""
     from .quant.kernels import to_kernels
-    from .quant.qlinear import default_filter, is_linear_like, quantize_
+    from .models import is_linear_like
+    from .quant.qlinear import default_filter, quantize_
 
     m = copy.deepcopy(model)
     quantize_(m, body)  # decoder linears

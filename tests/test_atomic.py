@@ -27,6 +27,7 @@ import lessonlib.quant.awq as awq
 import lessonlib.quant.awq_fold as awq_fold
 import lessonlib.quant.gptq as gptq
 import lessonlib.quant.mixed as mixed
+import lessonlib.training as training
 import lessonlib.quant.qat as qat
 import lessonlib.quant.qat_train as qat_train
 import lessonlib.quant.rtn as rtn
@@ -134,7 +135,7 @@ CASES = {
     "convert_to_gqa": (gqa, "mean_pool_heads", lambda m: gqa.convert_to_gqa(m, 2)),
     "relufy_llama_mlp": (nn.ReLU, "__init__", lambda m: act.relufy_llama_mlp(m)),
     "apply_lora": (lora.LoRALinear, "__init__", lambda m: lora.apply_lora(m)),
-    "recovery_finetune": (recover, "lm_loss", lambda m: recover.recovery_finetune(m, calib(), steps=2, batch_size=2,
+    "recovery_finetune": (training, "batch_indices", lambda m: recover.recovery_finetune(m, calib(), steps=2, batch_size=2,
                                                                                lr=1e-2)),
     "qat_finetune": (qat_train, "next_token_nll", lambda m: qat_train.qat_finetune(m, calib(), S, steps=2, lr=1e-2,
                                                                                   batch_size=2)),

@@ -34,3 +34,19 @@ def test_chapters_default_to_lab_and_the_ledger_to_laptop(monkeypatch):
     lab, lap = PROFILES["lab"], PROFILES["laptop"]
     assert lab.eval_windows * lab.seqlen < lap.eval_windows * lap.seqlen  # chapters run a smaller live version
     assert lab.train_steps < lap.train_steps
+
+
+def test_no_module_branches_on_a_profile_name():
+    """Sizes come from profile fields: comparing ``<x>.name`` with a profile's name ("ci", "lab", ...) is refused."""
+    import ast
+    import pathlib
+    from lessonlib.config import PROFILES
+    root = pathlib.Path(__file__).resolve().parents[1] / "lessonlib"
+    bad = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and node.left.attr == "name":
+                names = [c.value for c in node.comparators if isinstance(c, ast.Constant)]
+                if any(n in PROFILES for n in names):
+                    bad.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert bad == [], "read a profile field instead of the profile's name: " + ", ".join(bad)

@@ -8,6 +8,7 @@ from torch import nn
 from lessonlib.lowrank import (LoRALinear, apply_lora, asvd_split, breakeven_rank, factorize_linear,
                                lora_parameters, lowrank_model, lowrank_params, merge_all, rank_from_energy,
                                rank_from_knee, svd_split, whitened_svd_split)
+from lessonlib.lowrank.svd import cholesky_damped
 from lessonlib.models import tiny_causal_lm
 
 
@@ -174,3 +175,24 @@ def test_apply_lora_to_model():
         apply_lora(model, targets=("nope",))
     with pytest.raises(ValueError, match="r="):
         LoRALinear(nn.Linear(4, 4), r=0)
+
+
+def test_low_rank_whitening_uses_the_one_damped_cholesky_of_hessian():
+    from lessonlib.hessian import damped_cholesky
+    torch.manual_seed(0)
+    X = torch.randn(3, 5, dtype=torch.float64)
+    xtx = X.T @ X  # (5, 5), rank 3: singular
+    with pytest.warns(RuntimeWarning, match=r"X\^T X is not positive definite with percdamp=0"):
+        L = cholesky_damped(xtx, damp=0.0)  # the old copy kept lambda = 0 * 10^t and never factorised
+    with pytest.warns(RuntimeWarning):
+        L2, lam = damped_cholesky(xtx, 0.0, scale_floor=1e-12, what="X^T X")
+    assert torch.equal(L, L2) and lam > 0
+    assert torch.allclose(L @ L.T, xtx + lam * torch.eye(5, dtype=torch.float64), atol=1e-10)
+    # full rank: no damping beyond percdamp * mean(diag), exactly the factor of H + lambda I
+    H = xtx + torch.eye(5, dtype=torch.float64)
+    L3, lam3 = damped_cholesky(H, 0.01)
+    assert lam3 == pytest.approx(0.01 * float(H.diagonal().mean()))
+    assert torch.allclose(L3 @ L3.T, H + lam3 * torch.eye(5, dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="still not positive definite"):
+        with pytest.warns(RuntimeWarning):
+            damped_cholesky(-torch.eye(3, dtype=torch.float64), 0.01, max_tries=2)

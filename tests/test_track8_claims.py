@@ -1,9 +1,11 @@
-"""Fast tests of the helpers of lessonlib/claims/exp_track8.py (the experiments themselves run in `reproduce`)."""
+"""Fast tests of the helpers of the track-8 ledger experiments (exp_lowrank, exp_share, exp_lottery, ...) (the experiments themselves run in `reproduce`)."""
 import pytest
 import torch
 
 from lessonlib.claims import registry
-from lessonlib.claims.exp_track8 import layer_factors, smoothness, track8_sizes, truncate_by_energy
+from lessonlib.claims.exp_lowrank import smoothness
+from lessonlib.config import PROFILES, get_profile
+from lessonlib.lowrank.energy import layer_factors, truncate_by_energy
 from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weight, tiny_causal_lm
 
 
@@ -90,8 +92,14 @@ def test_truncate_by_energy_rejects_foreign_factors():
 
 
 def test_sizes_and_registration():
-    assert track8_sizes("ci")["lottery_rounds"] < track8_sizes("laptop")["lottery_rounds"]
-    assert set(track8_sizes("gpu")) == set(track8_sizes("ci"))
+    # the sizes are profile fields now (no lookup by the profile's name); these are the values the ledger used
+    sizes = ("block_stride", "lottery_rounds", "lottery_rate", "lottery_epochs", "rewind_iter")
+    assert [getattr(get_profile("ci"), f) for f in sizes] == [3, 4, 0.5, 2, 20]
+    assert [getattr(get_profile("laptop"), f) for f in sizes] == [1, 11, 0.2, 5, 60]
+    assert [getattr(get_profile("lab"), f) for f in sizes] == [1, 11, 0.2, 5, 60]
+    assert [getattr(get_profile("gpu"), f) for f in sizes] == [1, 13, 0.2, 10, 60]
+    custom = PROFILES["ci"].with_(name="mine")  # a renamed profile behaves like the one it was made from
+    assert [getattr(custom, f) for f in sizes] == [3, 4, 0.5, 2, 20]
     reg = registry()
     for cid in ("C13", "C14", "C16", "C18", "C30", "C36", "C37", "C40"):
         assert cid in reg

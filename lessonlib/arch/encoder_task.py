@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import get_profile, progress_disabled
 from ..data import load_reviews
-from ..distill.train import batch_indices
+from ..training import classifier_finetune
 from ..evaluate import classification_accuracy
 from ..models import load_encoder
 from .heads import head_counts, head_importance, prune_heads
@@ -58,22 +58,10 @@ def finetune_reviews(profile=None, epochs: int = 2, batch_size: int = 32, lr: fl
     ev_texts, ev_labels = load_reviews("test", prof.encoder_eval, seed)
     torch.manual_seed(seed)  # the classification head's initialisation
     model, tok = load_encoder(encoder, task="classification", num_labels=2, device=prof.device)
-    dev = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * -(-len(texts) // batch_size)
-    losses = []
     t0 = time.perf_counter()
-    model.train()
-    for s in tqdm(range(steps), desc="fine-tune MiniLM on reviews", disable=progress_disabled(), leave=False):
-        idx = batch_indices(len(texts), batch_size, s, seed)
-        enc = tok([texts[i] for i in idx.tolist()], padding=True, truncation=True, max_length=max_length,
-                  return_tensors="pt").to(dev)
-        loss = model(**enc, labels=labels[idx].to(dev)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+    losses = classifier_finetune(model, tok, texts, labels, steps, batch_size, lr, seed, max_length,
+                                 weight_decay=0.01, what="fine-tune MiniLM on reviews")
     acc = classification_accuracy(model, tok, ev_texts, ev_labels, max_length=max_length)
     return EncoderTaskResult(model, tok, acc, len(texts), len(ev_texts), losses, time.perf_counter() - t0)
 

@@ -31,7 +31,8 @@ from ..atomic import atomic
 from ..checks import finite, short
 from ..layout import block_layout, require
 from ..models import LayoutError, _is_encoder, find_block_list
-from .structure import holder_rows, replace_in, resize_linear_like, set_config_width
+from ..models import replace_submodule
+from .structure import holder_rows, resize_linear_like, set_config_width
 
 __all__ = ["arch_kind", "arch_blocks", "shrink_linear", "linear_from", "lm_loss", "shrink_ffn_tensors", "weight_norm_scores",
            "ffn_modules", "ffn_neuron_scores", "keep_top_neurons", "prune_ffn_neurons", "FFN_METHODS"]
@@ -171,19 +172,6 @@ def ffn_modules(block: nn.Module, kind: str | None = None, model: nn.Module | No
     return block, ins, lay.mlp_out.name
 
 
-def _get(mod: nn.Module, path: str) -> nn.Module:
-    for p in path.split("."):
-        mod = getattr(mod, p)
-    return mod
-
-
-def _set(mod: nn.Module, path: str, new: nn.Module) -> None:
-    *parents, last = path.split(".")
-    for p in parents:
-        mod = getattr(mod, p)
-    setattr(mod, last, new)
-
-
 def ffn_neuron_scores(model: nn.Module, method: str = "activation", batches: torch.Tensor | None = None,
                       loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Importance of every FFN neuron of every block, a list of (d_ff,) float32 tensors.
@@ -271,8 +259,8 @@ def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor] | list[tor
         if idx.numel() == 0:
             raise ValueError("keep is empty: an FFN needs at least one neuron")
         for name, rows in holder_rows(L.mlp_in, [idx] * len(L.mlp_in)).items():  # (k, d) rows of each input
-            replace_in(blocks[i], name, resize_linear_like(blocks[i].get_submodule(name), rows=rows))
-        replace_in(blocks[i], L.mlp_out.name, resize_linear_like(L.mlp_out.module, cols=idx))  # (d, k)
+            replace_submodule(blocks[i], name, resize_linear_like(blocks[i].get_submodule(name), rows=rows))
+        replace_submodule(blocks[i], L.mlp_out.name, resize_linear_like(L.mlp_out.module, cols=idx))  # (d, k)
         for m in blocks[i].modules():  # MLP modules that keep their width as an attribute
             if getattr(m, "intermediate_size", None) == d_ff:
                 m.intermediate_size = idx.numel()

@@ -19,7 +19,8 @@ from ..models import decoder_blocks
 from ..atomic import atomic
 from ..layout import block_layout, require
 from .ffn import linear_from
-from .structure import replace_in, set_attention_counts
+from ..models import replace_submodule
+from .structure import set_attention_counts
 
 __all__ = ["mean_pool_heads", "convert_to_gqa", "kv_cache_report", "gqa_quality"]
 
@@ -67,7 +68,7 @@ def convert_to_gqa(model: nn.Module, num_kv_heads: int) -> nn.Module:
         for p in (L.k, L.v):
             lin = p.module
             W, b = mean_pool_heads(p.weight(), None if lin.bias is None else lin.bias.data, n_kv, num_kv_heads)
-            replace_in(block, p.name, linear_from(W, b, lin))
+            replace_submodule(block, p.name, linear_from(W, b, lin))
         set_attention_counts(block.get_submodule(L.attn), n_q, num_kv_heads, L.head_dim)
     cfg.head_dim = lays[0].head_dim
     cfg.num_attention_heads, cfg.num_key_value_heads = n_q, num_kv_heads

@@ -29,7 +29,8 @@ from ..config import progress_disabled
 from ..atomic import atomic
 from ..layout import block_layout, require
 from .ffn import _as_index, _check_batches, arch_blocks, arch_kind, lm_loss
-from .structure import holder_rows, replace_in, resize_linear_like, set_attention_counts
+from ..models import replace_submodule
+from .structure import holder_rows, resize_linear_like, set_attention_counts
 
 __all__ = ["head_channels", "attention_entropy", "plan_head_removal", "plan_group_removal", "head_counts",
            "head_importance", "lowest_heads", "prune_heads", "prune_kv_groups", "HEAD_METHODS"]
@@ -102,8 +103,8 @@ def _apply(model: nn.Module, plans: dict[int, tuple[torch.Tensor, torch.Tensor]]
         d = L.head_dim
         cq, ckv = head_channels(keep_q, d), head_channels(keep_kv, d)
         for name, rows in holder_rows([L.q, L.k, L.v], [cq, ckv, ckv]).items():  # (heads' * d, C)
-            replace_in(blocks[i], name, resize_linear_like(blocks[i].get_submodule(name), rows=rows))
-        replace_in(blocks[i], L.o.name, resize_linear_like(L.o.module, cols=cq))  # (C, heads' * d)
+            replace_submodule(blocks[i], name, resize_linear_like(blocks[i].get_submodule(name), rows=rows))
+        replace_submodule(blocks[i], L.o.name, resize_linear_like(L.o.module, cols=cq))  # (C, heads' * d)
         set_attention_counts(blocks[i].get_submodule(L.attn), len(keep_q), len(keep_kv), d)
     counts = set(head_counts(model))
     cfg = model.config

@@ -7,7 +7,7 @@ the causal-LM loss over calibration windows (``lessonlib.data.calibration_batche
 ``train_steps`` steps of ``batch_size`` windows at learning rate ``lr``, updating either every weight of the
 decoder blocks (``"blocks"``, the default: the large tied embedding stays frozen), everything (``"all"``) or
 only the norms (``"norms"``, a cheap baseline).  The batch of step ``s`` is a fixed function of
-``(seed, s)`` (``lessonlib.distill.train.batch_indices``), so a run is reproducible.
+``(seed, s)``: it is ``lessonlib.training.causal_lm_finetune``, so a run is reproducible.
 """
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import get_profile, progress_disabled
-from ..distill.train import batch_indices
-from .ffn import _check_batches, arch_blocks, lm_loss
+from ..config import get_profile
+from ..training import causal_lm_finetune
+from .ffn import _check_batches, arch_blocks
 from ..atomic import atomic, protect
 
 __all__ = ["TRAINABLE", "trainable_names", "RecoveryResult", "recovery_finetune"]
@@ -84,26 +83,12 @@ def recovery_finetune(model: nn.Module, batches: torch.Tensor, steps: int | None
         raise ValueError(f"trainable={trainable!r} selects no parameter of this model")
     for p in params:
         protect(p)  # the optimiser writes in place; an open lessonlib.atomic.transaction can undo it
-    dev = next(model.parameters()).device
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    losses = []
-    model.train()
     t0 = time.perf_counter()
-    try:
-        for s in tqdm(range(steps), desc="recovery fine-tune", disable=progress_disabled(), leave=False):
-            x = batches[batch_indices(batches.shape[0], batch_size, s, seed)].to(dev)  # (B, T)
-            loss = lm_loss(model, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"recovery loss became {loss.item()} at step {s}; lower lr={lr}")
-            losses.append(float(loss.detach()))
+    try:  # the shared loop checks each loss before its step, so a NaN step is never applied
+        losses = causal_lm_finetune(model, batches, params, steps, batch_size, lr, seed, clip=1.0,
+                                    what="recovery loss")
     finally:
-        opt.zero_grad(set_to_none=True)
-        model.eval()
         for n, p in model.named_parameters():
             p.requires_grad_(was[n])
     return RecoveryResult(losses, steps, batch_size, lr, sum(p.numel() for p in params),

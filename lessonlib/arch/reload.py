@@ -20,15 +20,10 @@ from torch import nn
 
 from ..layout import block_layout
 from ..lowrank.svd import low_rank_linear
-from ..models import _is_conv1d, find_block_list, is_linear_like
+from ..models import find_block_list, is_conv1d, is_linear_like, replace_submodule
 from .structure import set_attention_counts
 
 __all__ = ["load_pruned"]
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
 
 
 def _shaped_like(module: nn.Module, saved: torch.Tensor, bias: bool) -> nn.Module:
@@ -37,7 +32,7 @@ def _shaped_like(module: nn.Module, saved: torch.Tensor, bias: bool) -> nn.Modul
     new.__dict__ = module.__dict__.copy()
     new._parameters, new._buffers, new._modules = dict(module._parameters), dict(module._buffers), dict(module._modules)
     new.weight = nn.Parameter(torch.empty(saved.shape, dtype=module.weight.dtype))
-    conv = _is_conv1d(module)
+    conv = is_conv1d(module)
     n_out = saved.shape[1] if conv else saved.shape[0]
     new.bias = nn.Parameter(torch.empty(n_out, dtype=module.weight.dtype)) if bias else None
     if conv:
@@ -126,14 +121,14 @@ def load_pruned(path: str, device: str | torch.device = "cpu") -> nn.Module:
         w = state.get(f"{name}.weight")
         a, b = state.get(f"{name}.0.weight"), state.get(f"{name}.1.weight")
         if w is None and a is not None and b is not None:  # factorised by lessonlib.lowrank: Linear -> Linear
-            _replace(model, name, low_rank_linear(a, b, state.get(f"{name}.1.bias")))
+            replace_submodule(model, name, low_rank_linear(a, b, state.get(f"{name}.1.bias")))
             fixed += 1
         elif w is not None and tuple(w.shape) != tuple(lin.weight.shape):
             new = _shaped_like(lin, w, f"{name}.bias" in state)
             new.weight.data = w.to(dtype)
             if f"{name}.bias" in state:
                 new.bias.data = state[f"{name}.bias"].to(dtype)
-            _replace(model, name, new)
+            replace_submodule(model, name, new)
             fixed += 1
     _fix_head_counts(model)
     own = model.state_dict()

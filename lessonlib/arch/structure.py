@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from ..layout import Proj
-from ..models import _is_conv1d, get_weight, is_linear_like
+from ..models import is_conv1d, get_weight, is_linear_like
 
-__all__ = ["resize_linear_like", "holder_rows", "set_attention_counts", "set_config_width", "replace_in"]
+__all__ = ["resize_linear_like", "holder_rows", "set_attention_counts", "set_config_width"]
 
 
 @torch.no_grad()
@@ -37,10 +37,10 @@ def resize_linear_like(module: nn.Module, rows: torch.Tensor | None = None,
     new.__dict__ = module.__dict__.copy()
     new._parameters, new._buffers, new._modules = dict(module._parameters), dict(module._buffers), dict(module._modules)
     rg = module.weight.requires_grad
-    new.weight = nn.Parameter((new_w.t() if _is_conv1d(module) else new_w).contiguous(), requires_grad=rg)
+    new.weight = nn.Parameter((new_w.t() if is_conv1d(module) else new_w).contiguous(), requires_grad=rg)
     if getattr(module, "bias", None) is not None:
         new.bias = nn.Parameter(module.bias.data[r.to(w.device)].clone(), requires_grad=module.bias.requires_grad)
-    if _is_conv1d(module):
+    if is_conv1d(module):
         new.nf, new.nx = int(r.numel()), int(c.numel())
     else:
         new.out_features, new.in_features = int(r.numel()), int(c.numel())
@@ -59,12 +59,6 @@ def holder_rows(projs: list[Proj], keep: list[torch.Tensor]) -> dict[str, torch.
     return {n: torch.cat(v).unique(sorted=True) for n, v in out.items()}
 
 
-def replace_in(root: nn.Module, name: str, new: nn.Module) -> None:
-    """Put ``new`` at the dotted path ``name`` under ``root``."""
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
-
-
 def set_attention_counts(attn: nn.Module, n_q: int, n_kv: int, head_dim: int) -> None:
     """Write the head counts an attention module (and its submodules) read in their forward."""
     for m in attn.modules():
@@ -78,7 +72,7 @@ def set_attention_counts(attn: nn.Module, n_q: int, n_kv: int, head_dim: int) ->
             m.num_key_value_groups = n_q // n_kv
         if isinstance(getattr(m, "all_head_size", None), int):
             m.all_head_size = n_q * head_dim
-        if isinstance(getattr(m, "split_size", None), int) and _is_conv1d(getattr(m, "c_attn", None) or nn.Identity()):
+        if isinstance(getattr(m, "split_size", None), int) and is_conv1d(getattr(m, "c_attn", None) or nn.Identity()):
             m.split_size = n_q * head_dim  # GPT-2 splits c_attn's output into three equal parts
 
 

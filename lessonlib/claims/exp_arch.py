@@ -3,7 +3,7 @@ latency), C09 (layer dropping and recovery), C11 (encoder head pruning), C15 (Sh
 C31 (fused kernels).
 
 C29's quality part lives in ``lessonlib.arch.gqa.gqa_quality``; C29 itself is registered (memory part)
-in ``exp_foundation``.
+in ``exp_sizes``.
 """
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def c31(ctx: Context) -> Outcome:
     p = ctx.profile
     model, tok = ctx.model()
     ids = calibration_batches(tok, n=1, seqlen=p.seqlen, seed=2)  # (1, seqlen)
-    backend = None if p.name == "ci" else "inductor"  # compiling the 30 blocks takes minutes on 2 CPU cores
+    backend = "inductor" if p.compile_kernels else None  # compiling the 30 blocks takes minutes on 2 CPU cores
     r = compare_kernels(model, ids, compile_backend=backend, repeats=max(3, p.bench_repeats))
     lat = {k: v["median_s"] for k, v in r["latency"].items()}
     fused = {k: v for k, v in lat.items() if k != "eager"}

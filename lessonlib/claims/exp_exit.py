@@ -104,7 +104,7 @@ def _wall_clock(model, tok, heads, clf, keep: dict, p) -> dict:
     from ..exit.decide import early_exit_generate
 
     prompt = tok("The convention opened with", return_tensors="pt")["input_ids"]
-    new = 8 if p.name == "ci" else 32
+    new = p.gen_tokens
     reps = max(1, p.bench_repeats // 3)
     full = measure_latency(lambda: model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                                                   pad_token_id=tok.pad_token_id), warmup=1, repeats=reps).median_s

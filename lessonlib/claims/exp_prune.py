@@ -96,7 +96,7 @@ def mlp_prune_runs(sparsities, dense_iters: int, ft_iters: int, n_steps: int, se
 def _points(ctx: Context) -> dict[str, tuple]:
     """Which (sparsity, keep_n, group_m) each method is run at under this profile."""
     unstructured = (0.1, 0.3, 0.5, 0.7)
-    if ctx.profile.name == "ci":  # fewer points: the ledger's ci run must stay cheap
+    if ctx.profile.reduced_sweeps:  # fewer points: the ledger's ci run must stay cheap
         return {"magnitude": tuple((s, 0, 0) for s in unstructured),
                 "wanda": ((0.3, 0, 0), (0.5, 0, 0), (0.7, 0, 0)), "sparsegpt": ((0.5, 0, 0),)}
     full = tuple((s, 0, 0) for s in unstructured) + ((0.5, 2, 4),)
@@ -236,7 +236,7 @@ def c03(ctx: Context) -> Outcome:
     v, lo, hi = _rel(ctx, mag["70%"], "ratio", _best_run(sw, "70%")["nlls"])
     measured.update(magnitude_over_best_70=v, magnitude_over_best_70_ci=[lo, hi])
     return Outcome(measured, verdict_c03(measured), "One-shot per-matrix magnitude, Wanda and SparseGPT on SmolLM2, "
-                   "no retraining" + (" (ci: Wanda at 30/50/70%, SparseGPT at 50% only)." if ctx.profile.name == "ci"
+                   "no retraining" + (" (reduced sweep: Wanda at 30/50/70%, SparseGPT at 50% only)." if ctx.profile.reduced_sweeps
                                       else ".") + " Intervals: paired bootstrap over the evaluation windows.",
                    details={"sweep": _table(sw)})
 
@@ -289,7 +289,7 @@ def _metric(ctx: Context) -> dict[str, float]:
 
 @experiment("C05")
 def c05(ctx: Context) -> Outcome:
-    pats = [(0.5, 0, 0)] + ([] if ctx.profile.name == "ci" else [(0.5, 2, 4)])
+    pats = [(0.5, 0, 0)] + ([] if ctx.profile.reduced_sweeps else [(0.5, 2, 4)])
     measured, quality = {}, {}
     for pt in pats:
         name = pattern_name(*pt)
@@ -315,13 +315,13 @@ def c05(ctx: Context) -> Outcome:
                    "times it: the pruning step alone (score and mask; Hessian inverse and sweep) on block 0's "
                    f"statistics, one thread: SparseGPT / Wanda = {ratio:.0f}x; end to end (process CPU time, the "
                    f"shared forward passes included) {s['cpu_seconds'] / w['cpu_seconds']:.1f}x"
-                   + (" (ci: 50% only, no 2:4)." if ctx.profile.name == "ci" else "."))
+                   + (" (reduced sweep: 50% only, no 2:4)." if ctx.profile.reduced_sweeps else "."))
 
 
 @experiment("C22")
 def c22(ctx: Context) -> Outcome:
     p, sched = ctx.profile, prune_schedule(ctx.profile)
-    targets = (0.5, 0.7) if p.name == "ci" else (0.5, 0.7, 0.9)
+    targets = (0.5, 0.7) if p.reduced_sweeps else (0.5, 0.7, 0.9)
     start = finetune_dense(p)
     dense = finetune_pruned("dense", 0.0, p, start=start)  # the same continued budget as every pruned run
     y = load_reviews("test", p.encoder_eval, 0)[1]
@@ -373,7 +373,7 @@ def c34(ctx: Context) -> Outcome:
     measured = {"mlp_acc_dense": mlp["dense"], "mlp_acc_90_oneshot": mlp["oneshot"][0.9],
                 "mlp_acc_90_oneshot_ft": mlp["oneshot_ft"][0.9], "mlp_acc_90_gradual": mlp["gradual"][0.9],
                 **{f"csr_speedup_{r.shape[0]}x{r.shape[1]}_at_90": r.speedup for r in at90}}
-    if ctx.profile.name != "ci":
+    if not ctx.profile.reduced_sweeps:
         measured["smollm2_ppl_wanda_90"] = _run(ctx, "wanda", 0.9)["ppl"]
     acc = max(mlp["oneshot_ft"][0.9], mlp["gradual"][0.9])
     verdict = rules.all_of(

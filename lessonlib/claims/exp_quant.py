@@ -35,10 +35,10 @@ __all__ = ["QAT_RECIPE", "qat_copy", "layer_slice", "obq_vs_gptq", "sparsegpt_vs
 QAT_RECIPE = {"optimizer": "adam", "lr": 1e-4}
 
 
-def ci_blocks(profile: Profile, n_ci: int = 4) -> int | None:
-    """How many leading decoder blocks a slow method (GPTQ / AWQ in a notebook) quantizes: ``n_ci`` under
-    the ``ci`` profile, all (None) otherwise."""
-    return n_ci if profile.name == "ci" else None
+def ci_blocks(profile: Profile) -> int | None:
+    """How many leading decoder blocks a slow method (GPTQ / AWQ in a notebook) quantizes: the profile's
+    ``partial_blocks``, all (None) when it is 0."""
+    return profile.partial_blocks or None
 
 
 def qat_copy(model: nn.Module, calib: torch.Tensor, scheme: QuantScheme, profile: Profile, **kw):
@@ -234,7 +234,7 @@ def c23(ctx: Context) -> Outcome:
         model, _ = ctx.model()
         m, rep = qat_copy(model, _calib(ctx), QuantScheme(bits, 64), ctx.profile)
         qat = _eval(ctx, m)
-        methods = ["rtn"] + (["gptq"] if ctx.profile.name != "ci" or bits == 4 else [])  # GPTQ 3-bit: not under ci
+        methods = ["rtn"] + (["gptq"] if not ctx.profile.reduced_sweeps or bits == 4 else [])  # GPTQ 3-bit: not in a reduced sweep
         ptq = {k: _ptq_eval(ctx, k, bits) for k in methods}
         ptq.update({f"ft+{k}": _ptq_eval(ctx, k, bits, base=ft, tag=":ft") for k in methods})
         best = min(ptq, key=lambda k: ptq[k].ppl)

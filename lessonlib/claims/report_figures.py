@@ -165,3 +165,25 @@ def draw_sweep_figures(claims: dict, out_dir: str) -> list[str]:
         finally:
             plt.close(fig)
     return drawn
+
+
+def line_figure(ctx, name: str, xs: list, series: dict[str, list], xlabel: str, ylabel: str,
+                logy: bool = False) -> str:
+    """A small line plot of ``series`` over ``xs`` saved as the claim figure ``name``; returns its relative path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path, rel = ctx.figure_path(name)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for label, ys in series.items():
+        ax.plot(xs, ys, "o-", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rel

@@ -30,7 +30,8 @@ from ..evaluate import classification_accuracy
 from ..models import load_encoder
 from .losses import FeatureDistiller, check_alpha, check_temperature, distillation_loss
 from .students import select_layers, student_by_layers
-from .train import batch_indices, ensemble_logits
+from ..training import batch_indices, check_loss
+from .train import ensemble_logits
 
 __all__ = ["EncoderSchedule", "encoder_schedule", "teacher_schedule", "review_splits", "train_encoder",
            "finetune_teacher", "encoder_student", "encoder_accuracy"]
@@ -126,8 +127,7 @@ def train_encoder(model: nn.Module, tok, data: tuple[list[str], torch.Tensor],
             hs, ht = out.hidden_states, t_out[0].hidden_states  # index 0 = embeddings, k + 1 = block k
             feat = sum(fd(hs[k + 1], ht[m + 1], mask) for k, m in enumerate(layer_map)) / len(layer_map)
             loss = loss + feature_weight * feat
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"encoder loss is {loss.item()} at step {step}; lower lr={sched.lr}")
+        check_loss(loss, step, "encoder loss", f"lower lr={sched.lr}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

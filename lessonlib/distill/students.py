@@ -17,9 +17,9 @@ import copy
 import torch
 from torch import nn
 
-from ..models import LayoutError, decoder_blocks, encoder_blocks
+from ..models import find_block_list, replace_submodule
 
-__all__ = ["find_blocks", "select_layers", "student_by_layers", "student_from_config"]
+__all__ = ["select_layers", "student_by_layers", "student_from_config"]
 
 # per family: config attribute names of (layers, hidden, intermediate, heads)
 _SIZE_ATTRS = {
@@ -27,19 +27,6 @@ _SIZE_ATTRS = {
     "opt": ("num_hidden_layers", "hidden_size", "ffn_dim", "num_attention_heads"),
 }
 _DEFAULT_ATTRS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-
-
-def find_blocks(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
-    """(parent module, attribute name, block list) of a decoder or encoder."""
-    try:
-        blocks = decoder_blocks(model)
-    except LayoutError:
-        blocks = encoder_blocks(model)
-    for name, mod in model.named_modules():
-        if mod is blocks:
-            parent_name, _, attr = name.rpartition(".")
-            return model.get_submodule(parent_name), attr, blocks
-    raise LayoutError(f"block list of {type(model).__name__} is not a registered submodule")  # pragma: no cover
 
 
 def select_layers(n_teacher: int, every: int = 2, offset: int = 0) -> list[int]:
@@ -62,7 +49,7 @@ def student_by_layers(teacher: nn.Module, every: int = 2, layers: list[int] | No
     The teacher is not modified.  Tied embeddings stay tied (the whole model is deep-copied, then the
     block list is cut).  Raises ValueError for an empty, unsorted, duplicated or out-of-range selection.
     """
-    _, _, blocks = find_blocks(teacher)
+    _, blocks = find_block_list(teacher)
     n = len(blocks)
     if layers is None:
         layers = select_layers(n, every, offset)
@@ -74,13 +61,13 @@ def student_by_layers(teacher: nn.Module, every: int = 2, layers: list[int] | No
     if sorted(set(layers)) != layers:
         raise ValueError(f"layers={layers} must be strictly increasing (no repeats: a student is not deeper)")
     student = copy.deepcopy(teacher)
-    parent, attr, sblocks = find_blocks(student)
+    blocks_name, sblocks = find_block_list(student)
     kept = nn.ModuleList([sblocks[i] for i in layers])
     for new_idx, block in enumerate(kept):
         for mod in block.modules():
             if hasattr(mod, "layer_idx"):
                 mod.layer_idx = new_idx  # the KV-cache slot of this attention
-    setattr(parent, attr, kept)
+    replace_submodule(student, blocks_name, kept)
     cfg = student.config
     setattr(cfg, _layer_attr(cfg), len(layers))
     if getattr(cfg, "layer_types", None) is not None and len(cfg.layer_types) == n:

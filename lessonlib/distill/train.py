@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import get_profile, progress_disabled
+from ..training import batch_indices, check_loss  # batch_indices re-exported (it used to live here)
 from .losses import check_alpha, check_temperature, distillation_loss
 
 __all__ = ["DistillConfig", "DistillResult", "ensemble_logits", "batch_indices", "distill", "CHECKPOINT_NAME"]
@@ -95,19 +96,6 @@ def ensemble_logits(logits: Sequence[torch.Tensor], T: float = 1.0, mode: str = 
         raise ValueError(f"mode={mode!r}; choose 'probs' or 'logits'")
     logp = torch.log_softmax(z / T, dim=-1)  # (K, ..., V)
     return T * (torch.logsumexp(logp, dim=0) - math.log(len(logits)))  # log of the mean probability, times T
-
-
-def batch_indices(n: int, batch_size: int, step: int, seed: int = 0) -> torch.Tensor:
-    """Example indices of step ``step``: consecutive slices of a seeded permutation per epoch (no state)."""
-    if n < 1 or batch_size < 1 or step < 0:
-        raise ValueError(f"n={n}, batch_size={batch_size} must be >= 1 and step={step} >= 0")
-    start = step * batch_size
-    out = []
-    while len(out) < batch_size:
-        epoch, pos = divmod(start + len(out), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        out.extend(perm[pos: pos + batch_size - len(out)].tolist())
-    return torch.tensor(out, dtype=torch.long)
 
 
 def _device(m: nn.Module) -> torch.device:
@@ -218,8 +206,7 @@ def distill(student: nn.Module, teachers: nn.Module | Sequence[nn.Module], data,
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of this step, independent of history
         s_logits, labels = _logits_and_labels(student, batch, tokenizer, cfg.max_length)
         loss = distillation_loss(s_logits, teacher.to(s_logits.device), labels, T=cfg.T, alpha=cfg.alpha)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"distillation loss is {loss.item()} at step {step}; lower lr={cfg.lr}")
+        check_loss(loss, step, "distillation loss", f"lower lr={cfg.lr}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

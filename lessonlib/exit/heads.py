@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import get_profile, progress_disabled
 from ..distill.losses import kd_kl
-from ..distill.train import batch_indices
+from ..training import batch_indices, check_loss
 from ..models import decoder_blocks
 
 __all__ = ["ExitHead", "ExitHeads", "check_llama_like", "block_outputs", "train_exit_heads"]
@@ -178,6 +178,7 @@ def _train_heads(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, opt:
                 loss = kd_kl(z, final, T)
             else:
                 loss = F.cross_entropy(z.reshape(-1, z.shape[-1]).float(), y.reshape(-1))
+            check_loss(loss, step, f"exit head {i} ({objective}) loss")  # before any gradient of this step
             loss.backward()
             total += float(loss.detach())
         opt.step()

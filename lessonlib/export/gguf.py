@@ -24,7 +24,8 @@ from torch import nn
 
 from ..models import get_weight
 from ..quant.affine import QuantScheme, compute_qparams, quantize_codes, expand_qparams
-from ..quant.qlinear import QuantLinear, is_linear_like, quant_linears, quantize_
+from ..models import is_linear_like
+from ..quant.qlinear import QuantLinear, quant_linears, quantize_
 
 __all__ = ["GGUF_SCHEMES", "gguf_grid", "quantize_for_gguf", "write_gguf"]
 

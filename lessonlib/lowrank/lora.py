@@ -16,14 +16,10 @@ import math
 import torch
 from torch import nn
 
-from ..models import get_weight, set_weight
+from ..models import get_weight, is_linear_like, replace_submodule, set_weight
 from ..atomic import atomic, protect
 
 __all__ = ["LoRALinear", "apply_lora", "lora_parameters", "merge_all"]
-
-
-def _is_float_linear(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or (type(m).__name__ == "Conv1D" and hasattr(m, "nf"))
 
 
 class LoRALinear(nn.Module):
@@ -41,7 +37,7 @@ class LoRALinear(nn.Module):
             raise ValueError(f"r={r!r} must be a positive int")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} is outside [0, 1)")
-        if _is_float_linear(base):
+        if is_linear_like(base):
             out_f, in_f = get_weight(base).shape
         else:
             in_f, out_f = getattr(base, "in_features", None), getattr(base, "out_features", None)
@@ -81,7 +77,7 @@ class LoRALinear(nn.Module):
         """W0 <- W0 + (alpha / r) B A; the adapter path is then skipped.  Raises if merged or not mergeable."""
         if self.merged:
             raise ValueError("adapter is already merged; call unmerge() first")
-        if not _is_float_linear(self.base):
+        if not is_linear_like(self.base):
             raise TypeError(f"cannot merge into a {type(self.base).__name__} base: the merged weight is not "
                             "representable (keep the adapter separate, as QLoRA does)")
         set_weight(self.base, get_weight(self.base) + self.delta_weight().to(get_weight(self.base).dtype))
@@ -113,9 +109,7 @@ def apply_lora(model: nn.Module, targets: tuple[str, ...] = ("q_proj", "v_proj")
     for p in model.parameters():
         p.requires_grad_(False)
     for k, n in enumerate(names):
-        parent, _, leaf = n.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, leaf, LoRALinear(getattr(owner, leaf), r, alpha, dropout, seed=seed + k))
+        replace_submodule(model, n, LoRALinear(model.get_submodule(n), r, alpha, dropout, seed=seed + k))
     return names
 
 

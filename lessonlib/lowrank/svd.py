@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -26,6 +25,7 @@ from ..calib import ModuleNames
 from ..models import block_linears, decoder_blocks, get_weight, replace_submodule
 from ..atomic import atomic
 from ..checks import finite, fraction, positive_int, short
+from ..hessian import damped_cholesky
 from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 
 __all__ = ["SVDConfig", "svd_split", "factorize_linear", "low_rank_linear", "rank_from_energy", "rank_from_knee",
@@ -122,22 +122,13 @@ def rank_from_knee(s: torch.Tensor, log: bool = False) -> int:
 
 
 def cholesky_damped(xtx: torch.Tensor, damp: float = 1e-6, max_tries: int = 8) -> torch.Tensor:
-    """Lower Cholesky factor of ``xtx + lambda I`` with lambda = ``damp`` * mean(diag); raised (x10) with a
-    warning until the factorisation succeeds."""
+    """Lower Cholesky factor (float64) of ``xtx + lambda I``, lambda = ``damp`` * mean(diag): the damped
+    factorisation of ``lessonlib.hessian.damped_cholesky`` (raised x10 with a warning until it succeeds)."""
     if xtx.dim() != 2 or xtx.shape[0] != xtx.shape[1]:
         raise ValueError(f"xtx must be square (in, in), got {tuple(xtx.shape)}")
     if not torch.isfinite(xtx).all():
         raise ValueError("xtx contains NaN or inf")
-    h = xtx.double()
-    scale = h.diagonal().mean().clamp_min(1e-12)
-    eye = torch.eye(h.shape[0], dtype=torch.float64, device=h.device)
-    for t in range(max_tries):
-        lam = damp * (10 ** t) * scale
-        L, info = torch.linalg.cholesky_ex(h + lam * eye)
-        if int(info) == 0:
-            return L
-        warnings.warn(f"X^T X is not positive definite with damping {lam:.3g}; raising it", stacklevel=2)
-    raise ValueError(f"X^T X stays singular even with damping {lam:.3g}; check the calibration inputs")
+    return damped_cholesky(xtx.double(), damp, max_tries, scale_floor=1e-12, what="X^T X")[0]
 
 
 def whitened_svd_split(w: torch.Tensor, xtx: torch.Tensor, rank: int,

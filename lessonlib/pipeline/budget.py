@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from ..storage import bytes_per_weight
+
 __all__ = ["best_under_budget", "recipe_bytes_estimate"]
 
 
@@ -48,18 +50,5 @@ def recipe_bytes_estimate(linear_params: int, other_params: int, bits: int | Non
     """
     if linear_params < 0 or other_params < 0:
         raise ValueError(f"linear_params={linear_params} and other_params={other_params} must be >= 0")
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity={sparsity} must lie in [0, 1)")
-    if float_bytes not in (2, 4):
-        raise ValueError(f"float_bytes={float_bytes} must be 2 or 4")
-    if bits is None:
-        value, side = float(float_bytes), 0.0
-    else:
-        if not 2 <= bits <= 8 or group_size < 1:
-            raise ValueError(f"bits={bits} must lie in 2..8 and group_size={group_size} be >= 1")
-        value, side = bits / 8, (1 if sym else 2) * float_bytes / group_size
-    per = value + side
-    if sparsity > 0:
-        sparse = 1 / 8 + (1 - sparsity) * value + side
-        per = min(per, sparse) if bits is None else sparse
+    per = bytes_per_weight(bits, group_size, sym, float_bytes, sparsity)
     return linear_params * per + other_params * float_bytes

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..config import Profile, get_profile
-from ..data import calibration_batches, eval_tokens, windows
-from ..evaluate import measure_latency, next_token_nll, perplexity_from_window_nlls
+from ..data import calibration_batches, eval_tokens
+from ..evaluate import measure_latency, perplexity
 from ..quant import QuantScheme, quantize_
 from .recipe import Recipe, load_recipe
 from .size import FORMAT_ATTR, SPARSE_ATTR, storage_report
@@ -89,23 +89,11 @@ class PipelineReport:
         return "\n".join(lines)
 
 
-@torch.no_grad()
 def quality(model: nn.Module, tokens: torch.Tensor, seqlen: int, max_windows: int = 0) -> dict[str, float]:
-    """Perplexity (GPTQ protocol) and next-token top-1 accuracy of ``model`` on a 1-D token stream."""
-    wins = windows(tokens, seqlen, max_windows)  # (W, T)
-    dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    nlls, hits, n = [], 0, 0
-    for w in wins:
-        batch = w.unsqueeze(0).to(dev)  # (1, T)
-        logits = model(batch, use_cache=False).logits  # (1, T, V)
-        nlls.append(next_token_nll(logits[0], batch[0]).item())
-        hits += int((logits[0, :-1].argmax(-1) == batch[0, 1:]).sum())
-        n += batch.shape[1] - 1
-    model.train(was)
-    return {"ppl": perplexity_from_window_nlls(torch.tensor(nlls, dtype=torch.float64), seqlen),
-            "accuracy": hits / n}
+    """Perplexity (GPTQ protocol) and next-token top-1 accuracy of ``model`` on a 1-D token stream: one
+    ``evaluate.perplexity`` pass (with its checks: window sizes, the model's positions, finite result)."""
+    r = perplexity(model, tokens=tokens, seqlen=seqlen, max_windows=max_windows, progress=False, top1=True)
+    return {"ppl": r.ppl, "accuracy": r.top1}
 
 
 @torch.no_grad()

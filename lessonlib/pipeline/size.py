@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..evaluate import bitmask_bytes, csr_bytes
-from ..quant import QuantLinear, QuantScheme
-from ..quant.packing import storage_bytes
+from ..quant import QuantScheme
+from ..quant.qlinear import quant_layer_bytes
+from ..storage import sparse_bytes
 from ..share import index_bits
 
 __all__ = ["WeightFormat", "FORMAT_ATTR", "SPARSE_ATTR", "quant_layer_bytes", "sparse_bytes", "SizeReport",
@@ -51,31 +51,6 @@ class WeightFormat:
 def weight_of(module: nn.Module) -> torch.Tensor | None:
     w = getattr(module, "weight", None)
     return w if isinstance(w, torch.Tensor) and w.dim() == 2 else None
-
-
-def quant_layer_bytes(out_features: int, in_features: int, scheme: QuantScheme, bias: bool = False,
-                      scale_bytes: int = 2) -> dict[str, int]:
-    """Bytes of a packed ``QuantLinear`` of this shape: ``{"codes", "side", "total"}`` (side = scales, zeros,
-    bias).  Built on the meta device from the real class, so it always matches what ``quantize_`` stores."""
-    if scale_bytes not in (2, 4):
-        raise ValueError(f"scale_bytes={scale_bytes} must be 2 (fp16) or 4 (fp32)")
-    dtype = torch.float16 if scale_bytes == 2 else torch.float32
-    q = QuantLinear(in_features, out_features, scheme, bias=bias, scale_dtype=dtype, device="meta")
-    codes = storage_bytes(q.qweight)
-    side = storage_bytes(q.scales, q.zeros, q.g_idx, q.bias)
-    return {"codes": codes, "side": side, "total": codes + side}
-
-
-def sparse_bytes(rows: int, cols: int, nnz: int, value_bits: float) -> tuple[int, str]:
-    """Cheapest sparse layout of a (rows, cols) matrix with ``nnz`` nonzeros stored at ``value_bits`` each:
-    ``(bytes, "bitmask"|"csr")``.  Values are packed (ceil of the total bits)."""
-    if not 0 <= nnz <= rows * cols:
-        raise ValueError(f"nnz={nnz} must lie in [0, {rows * cols}]")
-    values = math.ceil(nnz * value_bits / 8)
-    bm = math.ceil(bitmask_bytes(rows * cols, nnz, value_bytes=0)) + values
-    idx = 2 if cols < 65536 else 4  # column index per nonzero; row pointers (rows + 1) stay 4 bytes
-    csr = int(csr_bytes(nnz, rows, value_bytes=0, index_bytes=idx, pointer_bytes=4)) + values
-    return (bm, "bitmask") if bm <= csr else (csr, "csr")
 
 
 @dataclass

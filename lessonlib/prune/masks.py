@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..models import LayoutError, _is_conv1d, block_linears, decoder_blocks, encoder_blocks, get_weight
+from ..models import LayoutError, is_conv1d, block_linears, decoder_blocks, encoder_blocks, get_weight
 
 __all__ = [
     "Unstructured", "NM", "SparsityPattern", "as_pattern", "pattern_of", "pattern_name",
@@ -296,7 +296,7 @@ def register_mask(module: nn.Module, mask: torch.Tensor) -> MaskHandle:
         raise ValueError(f"{type(module).__name__} already has a registered mask; remove_mask() it first")
     mask = mask.to(module.weight.device)
     handle = MaskHandle(module, mask)
-    param_mask = mask.t() if _is_conv1d(module) else mask  # gradient has the parameter's layout
+    param_mask = mask.t() if is_conv1d(module) else mask  # gradient has the parameter's layout
     handle.hooks.append(module.weight.register_hook(lambda g: g.masked_fill(~param_mask, 0)))
     handle.hooks.append(module.register_forward_pre_hook(lambda m, args: handle.apply()))
     module._lessonlib_mask = handle

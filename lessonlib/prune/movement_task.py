@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 from ..config import Profile, get_profile, progress_disabled
 from ..data import load_reviews
 from ..distill.encoder_task import review_splits, teacher_schedule
-from ..distill.train import batch_indices
+from ..training import batch_indices, check_loss
 from ..evaluate import classification_accuracy
-from ..models import load_encoder
+from ..models import load_encoder, replace_submodule
 from .magnitude import cubic_sparsity
 from .masks import check_sparsity
 from .movement import topk_mask, topk_ste
@@ -93,10 +93,8 @@ def mask_encoder_linears(model: nn.Module, method: str) -> dict[str, MaskedLinea
         raise ValueError("the encoder has no nn.Linear layers to prune")
     out = {}
     for name in names:
-        parent_name, _, leaf = name.rpartition(".")
-        parent = encoder.get_submodule(parent_name) if parent_name else encoder
-        wrapped = MaskedLinear(getattr(parent, leaf), method)
-        setattr(parent, leaf, wrapped)
+        wrapped = MaskedLinear(encoder.get_submodule(name), method)
+        replace_submodule(encoder, name, wrapped)
         out[name] = wrapped
     return out
 
@@ -185,8 +183,7 @@ def _continue_as(model: nn.Module, method: str) -> dict[str, MaskedLinear]:
         return mask_encoder_linears(model, method) if method != "dense" else {}
     for name, m in wrapped.items():
         if method == "dense":
-            parent_name, _, leaf = name.rpartition(".")
-            setattr(encoder.get_submodule(parent_name) if parent_name else encoder, leaf, m.linear)
+            replace_submodule(encoder, name, m.linear)
         elif method == "magnitude":
             m.method, m.scores = "magnitude", None
     return {} if method == "dense" else wrapped
@@ -255,8 +252,7 @@ def finetune_pruned(method: str, target: float, profile: str | Profile | None = 
                   return_tensors="pt").to(dev)
         torch.manual_seed(seed * 1_000_003 + offset + step)  # this step's dropout
         loss = F.cross_entropy(model(**enc).logits.float(), labels[idx].to(dev))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr={sched.lr}")
+        check_loss(loss, step, f"{method} pruning loss", f"lower lr={sched.lr}")
         opt.zero_grad(set_to_none=True)
         if s_opt:
             s_opt.zero_grad(set_to_none=True)

@@ -23,7 +23,8 @@ from typing import Callable
 
 import torch
 
-from ..evaluate import bitmask_bytes, csr_bytes, measure_latency, tensor_bytes
+from ..evaluate import measure_latency
+from ..storage import bitmask_bytes, csr_bytes, tensor_bytes
 from .magnitude import magnitude_mask
 from .masks import _check_matrix, apply_mask, check_sparsity, is_nm_sparse
 

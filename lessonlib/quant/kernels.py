@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .qlinear import QuantLinear, quant_linears, replace_module
+from ..models import replace_submodule
+from .qlinear import QuantLinear, quant_linears
 
 __all__ = ["KernelLinear", "kernel_supported", "to_kernels", "INT4_KERNEL_GROUPS"]
 
@@ -159,5 +160,5 @@ def to_kernels(model: nn.Module, act_dtype: torch.dtype = torch.bfloat16, strict
             continue
         new[n] = KernelLinear(q, act_dtype)
     for n, k in new.items():
-        replace_module(model, n, k)
+        replace_submodule(model, n, k)
     return len(new)

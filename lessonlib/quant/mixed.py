@@ -11,7 +11,7 @@ and, as a direct alternative, the measured mean next-token NLL increase on a few
 only that layer group is quantized (everything else stays float).
 
 Choosing one option (bit width) per layer so that the total bytes (codes + per-group scales/zeros, as
-``lessonlib.evaluate.bytes_at_precision`` counts them) stay within a budget while the summed sensitivity
+``quant_layer_bytes`` counts them) stay within a budget while the summed sensitivity
 is least is a multiple-choice knapsack problem (Kellerer, Pferschy & Pisinger 2004, "Knapsack Problems",
 ch. 11); sensitivities are assumed additive across layers, as in HAWQ-V3 (Yao et al. 2021, eq. 9), which
 solves the same problem with an integer linear program.  ``allocate_bits`` solves it exactly by dynamic
@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 
 from ..calib import HessianStats, run_sequential
 from ..config import progress_disabled
-from ..evaluate import bytes_at_precision, next_token_nll
+from ..evaluate import next_token_nll
 from ..models import block_linears, decoder_blocks, get_weight, set_weight
 from .affine import QuantScheme, fake_quant
-from .qlinear import WeightOnlyConfig, is_linear_like, quantize_
+from ..models import is_linear_like
+from .qlinear import WeightOnlyConfig, quant_layer_bytes, quantize_
 from ..atomic import atomic
 
 __all__ = ["layer_bytes", "hessian_sensitivity", "Allocation", "allocate_bits", "block_layer_names",
@@ -44,19 +45,16 @@ __all__ = ["layer_bytes", "hessian_sensitivity", "Allocation", "allocate_bits", 
 
 # ------------------------------------------------------------------ layer level
 def layer_bytes(out_features: int, in_features: int, scheme: QuantScheme, scale_bits: int = 16) -> int:
-    """Bytes of one (out, in) weight stored under ``scheme``: b-bit codes plus one ``scale_bits`` scale per
-    group (and one zero point of the same width for asymmetric schemes), via ``bytes_at_precision``.
-
-    Equals ``QuantLinear.nbytes()`` of a bias-free layer with fp16 scales whenever a row's codes fill whole
-    bytes (in * bits divisible by 8, true for every SmolLM2 layer at 2..8 bits).
+    """Bytes of one bias-free (out, in) weight stored under ``scheme``: b-bit codes packed per row plus one
+    ``scale_bits`` scale per group (and one zero point of the same width for asymmetric schemes), i.e.
+    exactly ``QuantLinear.nbytes()`` (``qlinear.quant_layer_bytes``, the one packed-layer count).
     """
     if out_features <= 0 or in_features <= 0:
         raise ValueError(f"out_features={out_features} and in_features={in_features} must be positive")
-    g = {0: out_features * in_features, -1: in_features}.get(scheme.group_size, scheme.group_size)
+    if scale_bits not in (16, 32):
+        raise ValueError(f"scale_bits={scale_bits!r} must be 16 (fp16 scales) or 32 (fp32)")
     scheme.n_groups(in_features)  # raises if the group size does not divide the row
-    b = bytes_at_precision(out_features * in_features, scheme.bits, group_size=g, scale_bits=scale_bits,
-                           zero_bits=0 if scheme.sym else scale_bits)
-    return math.ceil(b)
+    return quant_layer_bytes(out_features, in_features, scheme, scale_bytes=scale_bits // 8)["total"]
 
 
 def hessian_sensitivity(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantScheme) -> float:

@@ -9,22 +9,11 @@ Symmetric (signed) codes are stored with an offset of ``2^(b-1)`` so that every 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..storage import check_code_bits as _check_bits, packed_row_bytes, storage_bytes  # re-exported: byte accounting lives in storage
+
 __all__ = ["packed_row_bytes", "pack_codes", "unpack_codes", "storage_bytes"]
-
-
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits={bits!r} is outside 2..8")
-
-
-def packed_row_bytes(n: int, bits: int) -> int:
-    """Bytes that one row of ``n`` codes of ``bits`` bits takes once packed."""
-    _check_bits(bits)
-    return math.ceil(n * bits / 8)
 
 
 def pack_codes(codes: torch.Tensor, bits: int, signed: bool = False) -> torch.Tensor:
@@ -74,8 +63,3 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool = False) 
     weights = 2 ** torch.arange(bits, device=packed.device, dtype=torch.int32)
     codes = (stream.reshape(rows, n, bits) * weights).sum(-1, dtype=torch.int32)  # (rows, n)
     return codes - 2 ** (bits - 1) if signed else codes
-
-
-def storage_bytes(*tensors: torch.Tensor | None) -> int:
-    """Bytes actually held by the given tensors (packed codes, scales, zeros, ...); ``None`` counts 0."""
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)

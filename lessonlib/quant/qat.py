@@ -32,7 +32,8 @@ from torch.nn import functional as F
 
 from ..models import get_weight
 from .affine import QuantScheme, compute_qparams, expand_qparams, quantize_codes
-from .qlinear import QuantLinear, default_filter, is_linear_like, replace_module
+from ..models import is_linear_like, replace_submodule
+from .qlinear import QuantLinear, default_filter
 from ..atomic import atomic
 
 __all__ = ["ste_forward", "FakeQuantSTE", "fake_quant_ste", "QATLinear", "prepare_qat", "convert_qat",
@@ -163,7 +164,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme,
         q = QATLinear.from_linear(m, scheme)
         if clip == "mse":
             q.fix_range()
-        replace_module(model, n, q)
+        replace_submodule(model, n, q)
     return model
 
 
@@ -183,5 +184,5 @@ def convert_qat(model: nn.Module, scale_dtype: torch.dtype | None = None) -> nn.
             codes = quantize_codes(m.weight.detach(), expand_qparams(s, n_in), expand_qparams(z, n_in), m.scheme)
             new = QuantLinear.from_linear(m, m.scheme, codes=codes, scales=s, zeros=None if m.scheme.sym else z,
                                           scale_dtype=scale_dtype)
-        replace_module(model, n, new)
+        replace_submodule(model, n, new)
     return model

@@ -18,7 +18,7 @@ is a quantized model of exactly the PTQ layout.  Two optimisers:
   worse than RTN; on SmolLM2 (3-bit g64, 12 steps of 4 x 256 tokens) Adam at 1e-4 took the held-out
   perplexity from 176.6 (RTN) to 57.3, which is the recipe ``claims.exp_quant.QAT_RECIPE`` uses.
 
-The batch of step s is a fixed function of (seed, s) (``distill.train.batch_indices``), so runs repeat.
+The batch of step s is a fixed function of (seed, s) (``training.batch_indices``), so runs repeat.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import progress_disabled
-from ..distill.train import batch_indices
+from ..training import batch_indices, check_loss
 from ..evaluate import next_token_nll
 from ..models import replace_submodule
 from ..technique import FilterFn, LayerResult, TechniqueConfig, register
@@ -121,8 +121,7 @@ def qat_finetune(model: nn.Module, batches: torch.Tensor, scheme: QuantScheme, s
             x = batches[batch_indices(batches.shape[0], batch_size, step, seed)].to(dev)  # (B, T)
             logits = model(input_ids=x).logits  # (B, T, V)
             loss = next_token_nll(logits, x)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"QAT loss became {float(loss)} at step {step}; lower lr={lr}")
+            check_loss(loss, step, "QAT loss", f"lower lr={lr}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:

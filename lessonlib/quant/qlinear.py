@@ -17,18 +17,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import get_weight
+from ..models import get_weight, is_linear_like, replace_submodule
 from .affine import QuantScheme, dequantize, expand_qparams, quantize, quantize_codes
-from .packing import pack_codes, packed_row_bytes, storage_bytes, unpack_codes
+from ..storage import packed_row_bytes, storage_bytes
+from .packing import pack_codes, unpack_codes
 
-__all__ = ["codes_on_grid", "QuantLinear", "WeightOnlyConfig", "is_linear_like", "default_filter", "replace_module", "quantize_",
+__all__ = ["codes_on_grid", "QuantLinear", "quant_layer_bytes", "WeightOnlyConfig", "default_filter", "quantize_",
            "quant_linears", "save_quantized", "load_quantized"]
 
 _META_KEY = "lessonlib.quant"
-
-
-def is_linear_like(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or (type(m).__name__ == "Conv1D" and hasattr(m, "nf"))
 
 
 class QuantLinear(nn.Module):
@@ -150,15 +147,22 @@ class WeightOnlyConfig:
     scale_dtype: torch.dtype | None = None
 
 
+def quant_layer_bytes(out_features: int, in_features: int, scheme: QuantScheme, bias: bool = False,
+                      scale_bytes: int = 2) -> dict[str, int]:
+    """Bytes of a packed ``QuantLinear`` of this shape: ``{"codes", "side", "total"}`` (side = scales, zeros,
+    bias).  Built on the meta device from the real class, so it always matches what ``quantize_`` stores."""
+    if scale_bytes not in (2, 4):
+        raise ValueError(f"scale_bytes={scale_bytes} must be 2 (fp16) or 4 (fp32)")
+    dtype = torch.float16 if scale_bytes == 2 else torch.float32
+    q = QuantLinear(in_features, out_features, scheme, bias=bias, scale_dtype=dtype, device="meta")
+    codes = storage_bytes(q.qweight)
+    side = storage_bytes(q.scales, q.zeros, q.g_idx, q.bias)
+    return {"codes": codes, "side": side, "total": codes + side}
+
+
 def default_filter(module: nn.Module, fqn: str) -> bool:
     """Every linear layer except ``lm_head`` (often tied to the embeddings, and the most sensitive)."""
     return is_linear_like(module) and fqn.split(".")[-1] != "lm_head"
-
-
-def replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
-    """Put ``new`` where the submodule named ``fqn`` is."""
-    parent_name, _, child = fqn.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
 def _scheme_of(qparams: Mapping[str, object] | None) -> QuantScheme:
@@ -208,7 +212,7 @@ def quantize_(model: nn.Module, config: QuantScheme | WeightOnlyConfig | None = 
         except ValueError as e:
             raise ValueError(f"layer {fqn!r}: {e} (the model was left unchanged)") from e
     for fqn, new in built:  # nothing can fail from here on
-        replace_module(model, fqn, new)
+        replace_submodule(model, fqn, new)
     return model
 
 
@@ -339,11 +343,11 @@ def load_quantized(path: str, model_skeleton: nn.Module) -> nn.Module:
                                  f"{tuple(skel[key].shape)}")
     old_mods = {n: model_skeleton.get_submodule(n) for n in new}
     for fqn, q in new.items():
-        replace_module(model_skeleton, fqn, q)
+        replace_submodule(model_skeleton, fqn, q)
     try:
         load_model(model_skeleton, path, strict=True)
     except Exception as e:
         for fqn, m in old_mods.items():  # put the float layers back: the skeleton is as it was
-            replace_module(model_skeleton, fqn, m)
+            replace_submodule(model_skeleton, fqn, m)
         raise ValueError(f"{path}: could not be loaded into the skeleton ({e})") from e
     return model_skeleton

@@ -16,7 +16,8 @@ from ..experts import unrolled_model_experts
 from ..layout import check_coverage, check_no_experts
 from ..models import get_weight, set_weight
 from .affine import QuantScheme, QuantizedWeight, fake_quant, quantize
-from .qlinear import WeightOnlyConfig, default_filter, is_linear_like, quantize_
+from ..models import is_linear_like
+from .qlinear import WeightOnlyConfig, default_filter, quantize_
 from ..atomic import atomic
 from ..technique import FilterFn, LayerResult, TechniqueConfig, register
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..models import block_linears, decoder_blocks, get_weight, set_weight
-from .qlinear import replace_module
+from ..models import replace_submodule
 from .smoothquant import W8A8Linear
 
 __all__ = ["FoldReport", "fold_smoothing", "apply_w8a8_folded"]
@@ -156,5 +156,5 @@ def apply_w8a8_folded(model: nn.Module, act_absmax: dict[str, torch.Tensor], alp
         rng = a.float() if s is None else a.float() / s
         q = W8A8Linear(get_weight(lin), getattr(lin, "bias", None), None,
                        float(rng.max()) if static else None, per_token).to(get_weight(lin).device)
-        replace_module(model, name, q)
+        replace_submodule(model, name, q)
     return rep

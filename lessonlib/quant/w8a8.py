@@ -27,7 +27,7 @@ from torch import nn
 
 from ..calib import run_sequential
 from ..models import block_linears, decoder_blocks, get_weight
-from .qlinear import replace_module
+from ..models import replace_submodule
 from .smoothquant import MinMaxObserver, PercentileObserver, W8A8Linear, smooth_scales
 from ..atomic import atomic
 
@@ -108,7 +108,7 @@ def w8a8_quantize_model(model: nn.Module, calib: torch.Tensor, alpha: float | No
             name = fqn[id(lins[local])]
             absmax[name] = a.cpu()
             smooth[name] = None if alpha is None else (1.0 / q.inv_smooth.float()).cpu()
-            replace_module(block, local, q)
+            replace_submodule(block, local, q)
 
     rep = run_sequential(model, calib, convert, stats=make_stats, device=device)
     if not absmax:
@@ -157,5 +157,5 @@ def apply_w8a8(model: nn.Module, act_absmax: dict[str, torch.Tensor], alpha: flo
     for name, a in act_absmax.items():
         q = layer_w8a8(model.get_submodule(name), a, alpha, static, per_token)
         smooth[name] = None if alpha is None else (1.0 / q.inv_smooth.float()).cpu()
-        replace_module(model, name, q)
+        replace_submodule(model, name, q)
     return smooth

@@ -1,4 +1,5 @@
-"""Experiments of the claims the Foundation can test alone: C12, C19, C21, C29, C33, C40 (arithmetic)."""
+"""Ledger experiments decided by parameter, byte and KV-cache arithmetic on real model shapes: C12 (FFN share
+of the parameters), C19 (small models trained long), C21 and C33 (bytes at 16 and 4 bits), C29 (GQA's KV cache)."""
 from __future__ import annotations
 
 import os
@@ -203,33 +204,3 @@ def c33(ctx: Context) -> Outcome:
                    f"tensors, {packed / 1e6:.1f} MB packed at 4-bit g64 with fp16 scales and zeros "
                    f"({real_fp16 / packed:.2f}x; the codes alone {real_fp16 / codes:.2f}x); at C21's g128 convention "
                    f"{fp16 / g128:.2f}x. One tolerance for byte claims: {rules.SIZE_TOLERANCE:.0%}.")
-
-
-@experiment("C40")
-def c40(ctx: Context) -> Outcome:
-    from .exp_track8 import c40_real_tensor
-
-    n = 100_000_000
-    fp32 = bytes_at_precision(n, 32)
-    nonzero = int(round(n * 0.10))
-    int4 = bytes_at_precision(nonzero, 4)
-    coded = bytes_at_precision(nonzero, 1.5)
-    real = c40_real_tensor(ctx)  # Deep Compression of a real SmolLM2 tensor, 90% pruned, 16 shared values
-    real_per_nz = real["bits_per_nonzero_with_positions"]
-    measured = {"fp32_MB": fp32 / 1e6, "pruned_4bit_MB": int4 / 1e6, "coded_MB": coded / 1e6,
-                "overall_ratio": fp32 / coded, **{f"real_{k}": v for k, v in real.items()},
-                "real_final_MB_for_100M": bytes_at_precision(nonzero, real_per_nz) / 1e6}
-    verdict = rules.parts(
-        ("arithmetic",),
-        arithmetic=rules.all_of(
-            rules.close_to(fp32 / 1e6, 400, 0.001, "fp32 MB of 100M parameters (the quoted 400 MB)"),
-            rules.close_to(coded, n * 0.10 * 1.5 / 8, 1e-9, "final bytes = 100M x 10% survivors x 1.5 bits / 8 "
-                           "(the problem's own premises)")),
-        premise_bits_per_value=rules.at_most(
-            real["value_bits_per_nonzero"], 1.5, f"real rANS bits per surviving value ({real['layer']}; positions "
-            "excluded as the problem does, reported separately)"))
-    return Outcome(measured, verdict, f"The worked problem: {coded / 1e6:.3f} MB after coding, "
-                   f"{fp32 / coded:.0f}x smaller (sparsity pattern not counted, as the problem says). On SmolLM2's "
-                   f"{real['layer']} the real coder needs {real['value_bits_per_nonzero']:.2f} bits per survivor "
-                   f"+ {real['position_bits_per_nonzero']:.2f} for its position: "
-                   f"{measured['real_final_MB_for_100M']:.1f} MB at 100M parameters.")
