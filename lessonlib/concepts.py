@@ -1,5 +1,5 @@
-"""Reference answers of every concept question answered by a function (chapters 01-09, and the sources'
-practice problems of chapters 13, 19 and 21), graded by ``lessonlib_grader.concept``.
+"""Reference answers of every concept question answered by a function (chapters 01-24: the chapters' own
+questions and the sources' practice problems of chapters 13, 19 and 21), graded by ``lessonlib_grader.concept``.
 
 Each question is a zero-argument function the reader fills in, returning one letter (a choice) or a number.
 The question text lives in the notebook and in the exercise statement (``lessonlib_grader/specs_NN.py``);
@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = ["q01_c1", "q02_c1", "q03_c1", "q04_c1", "q05_c1", "q06_c1", "q07_c1", "q08_c1", "q09_c1",
            "pruned_quantized_coded_mb", "temperature_information_choice", "llama70b_7b_int4_ratio",
            "joint_beats_sequential_choice", "int4_ridge_tokens", "nf4_double_quant_bits",
-           "rescaling_block_choice", "projection_direction_choice", "exit_speedup_choice", "imp_fraction_left", "largest_saving_rank", "clustered_bytes", "batched_skip_choice"]
+           "rescaling_block_choice", "projection_direction_choice", "exit_speedup_choice", "imp_fraction_left", "largest_saving_rank", "clustered_bytes", "batched_skip_choice",
+           "heads_removed_params", "mqa_cache_mib", "moe_memory_compute_choice", "student_risk_bound",
+           "csr_int4_break_even", "latency_control_choice", "verdict_reading_choice"]
 
 
 def q01_c1() -> float:
@@ -176,4 +178,58 @@ def batched_skip_choice() -> str:
     """Chapter 20, q20_3: one letter, see the chapter."""
     # BEGIN SOLUTION
     return "B"
+    # END SOLUTION
+
+
+# ---- chapters 10, 12, 13, 21 and 22: predict from what the chapter derived or measured ----
+def heads_removed_params() -> int:
+    """Chapter 10, q10_4: a number, see the chapter."""
+    # BEGIN SOLUTION
+    blocks, hidden, head_dim, removed = 30, 576, 64, 3  # one query head of each of the 3 KV groups
+    return blocks * 2 * removed * head_dim * hidden  # rows of W_Q and columns of W_O; W_K, W_V untouched
+    # END SOLUTION
+
+
+def mqa_cache_mib() -> float:
+    """Chapter 12, q12_2: a number, see the chapter."""
+    # BEGIN SOLUTION
+    blocks, kv_heads, head_dim, fp16, context = 30, 1, 64, 2, 8192
+    return 2 * blocks * kv_heads * head_dim * fp16 * context / 2 ** 20  # K and V, every block, every token
+    # END SOLUTION
+
+
+def moe_memory_compute_choice() -> str:
+    """Chapter 12, q12_3: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "B"  # all 8 experts are stored, each token runs its top 2 (plus a tiny router)
+    # END SOLUTION
+
+
+def student_risk_bound() -> float:
+    """Chapter 13, q13_3: a number, see the chapter."""
+    # BEGIN SOLUTION
+    teacher_risk, forward_kl = 0.10, 0.08
+    return teacher_risk + (forward_kl / 2) ** 0.5  # R(S) <= R(T) + sqrt(KL(p_T || p_S) / 2) (Pinsker)
+    # END SOLUTION
+
+
+def csr_int4_break_even() -> float:
+    """Chapter 21, q21_4: a number, see the chapter."""
+    # BEGIN SOLUTION
+    value_bytes, index_bytes = 4 / 8, 2  # per nonzero: a 4-bit code and a 16-bit column index
+    return 1 - value_bytes / (value_bytes + index_bytes)  # (1 - s)(0.5 + 2) < 0.5  <=>  s > 0.8
+    # END SOLUTION
+
+
+def latency_control_choice() -> str:
+    """Chapter 21, q21_5: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "C"  # rounded or zeroed float weights cost a dense kernel the same work; fewer blocks, less work
+    # END SOLUTION
+
+
+def verdict_reading_choice() -> str:
+    """Chapter 22, q22_1: one letter, see the chapter."""
+    # BEGIN SOLUTION
+    return "B"  # the rule's AND fails on one shape; 0.9 vs 0.8 is one grid step, so rerun before reading more into it
     # END SOLUTION

@@ -260,4 +260,17 @@ Q10_3 = Exercise(
             _drop_ref),
 )
 
-EXERCISES = [Q10_1, Q10_2, Q10_3]
+from .specs_13 import concept_checks, number  # noqa: E402  (concept questions)
+
+Q10_4 = Exercise(
+    id="q10_4", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:heads_removed_params",
+    statement="Concept question (a number). SmolLM2 has 30 blocks, hidden size 576, 9 query heads of width 64 in 3 "
+              "KV groups, and no attention biases. Section 2 removes the least salient query head of every KV group "
+              "in every block. Predict how many parameters the model loses, from the shapes alone; then compare with "
+              "the parameter counts the chapter printed.",
+    hints=("Which matrices lose rows or columns when a query head goes, and which are shared by the whole group?",
+           "Per removed head: 64 rows of W_Q and 64 columns of W_O, each of length 576."),
+    checks=(number("the number of parameters removed", 6635520), *concept_checks("number")),  # 30 * 2 * 3 * 64 * 576
+)
+
+EXERCISES = [Q10_1, Q10_2, Q10_3, Q10_4]

@@ -147,4 +147,15 @@ Q13_2 = Exercise(
     checks=(choice("the letter of the right explanation", "C"), *concept_checks("letter")),
 )
 
-EXERCISES = [Q13_1, Q13_2]
+Q13_3 = Exercise(
+    id="q13_3", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:student_risk_bound",
+    statement="Concept question (a number). A teacher's randomised 0-1 risk on the test set is 0.10, and the mean "
+              "forward KL divergence KL(p_teacher || p_student) of a student on the same test inputs is 0.08 nats. "
+              "Using the bound derived in section 4 (steps 1 and 2, with Pinsker's inequality), what is the largest "
+              "randomised risk the student can have?",
+    hints=("Step 1 bounds the student's risk by the teacher's plus the mean total variation distance.",
+           "Pinsker: TV <= sqrt(KL / 2); Jensen lets you use the mean KL inside the square root."),
+    checks=(number("the bound on the student's risk", 0.30), *concept_checks("number")),  # 0.10 + sqrt(0.04)
+)
+
+EXERCISES = [Q13_1, Q13_2, Q13_3]

@@ -115,4 +115,24 @@ Q21_3 = Exercise(
     checks=(choice("the letter of the right explanation", "B"), *concept_checks("letter")),
 )
 
-EXERCISES = [Q21_1, Q21_2, Q21_3]
+Q21_4 = Exercise(
+    id="q21_4", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:csr_int4_break_even",
+    statement="Concept question (a number). The chapter showed that INT4 weights with a bitmask of positions save "
+              "bytes only above a sparsity of 1/b. Now store the positions as CSR instead: one 16-bit column index "
+              "per nonzero beside its 4-bit code (ignore the row pointers and the scales, which both layouts share "
+              "with dense INT4). Above which sparsity s does the sparse layout hold fewer bytes than dense INT4?",
+    hints=("Bytes per weight: dense INT4 0.5; sparse (1 - s) x (0.5 + 2).",),
+    checks=(number("the break-even sparsity", 0.8), *concept_checks("number")),  # (1 - s) 2.5 < 0.5
+)
+
+Q21_5 = Exercise(
+    id="q21_5", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:latency_control_choice",
+    statement="Concept question (return one letter). In the chapter's widget the compressed model keeps float "
+              "weights that carry the compressed values (rounded, or zero). Which control changes the measured "
+              "latency of a forward pass, beyond the machine's noise? A: the bit width; B: the magnitude sparsity; "
+              "C: the fraction of blocks dropped; D: all three, since each one shrinks the file.",
+    hints=("Which of the three changes the number of multiply-adds a dense kernel performs?",),
+    checks=(choice("the letter of the right answer", "C"), *concept_checks("letter")),
+)
+
+EXERCISES = [Q21_1, Q21_2, Q21_3, Q21_4, Q21_5]

@@ -6,10 +6,11 @@ per stage, real bytes, perplexity / next-token accuracy, latency and time.  Scen
 ``lessonlib/pipeline/recipes/*.yaml`` (package data; ``load_recipe("cloud")`` finds them).
 """
 from .budget import best_under_budget, recipe_bytes_estimate
+from .cache import StageCache
 from .core import PipelineReport, StageRecord, compress, pack_quantized, quality, speed
 from .recipe import SCENARIOS, STAGES, Recipe, Stage, load_recipe, parse_nm, validate_recipe
 from .size import SizeReport, WeightFormat, quant_layer_bytes, sparse_bytes, storage_report
 
 __all__ = ["compress", "PipelineReport", "StageRecord", "quality", "speed", "pack_quantized", "Recipe", "Stage",
            "STAGES", "SCENARIOS", "load_recipe", "validate_recipe", "parse_nm", "SizeReport", "WeightFormat",
-           "quant_layer_bytes", "sparse_bytes", "storage_report", "best_under_budget", "recipe_bytes_estimate"]
+           "quant_layer_bytes", "sparse_bytes", "storage_report", "best_under_budget", "recipe_bytes_estimate", "StageCache"]

@@ -87,3 +87,18 @@ def keeps_bias(w_q, b_q, w_o, remove, head_dim):
 def keeps_removed(w_q, b_q, w_o, remove, head_dim):
     rows = [c for h in sorted(remove) for c in range(h * head_dim, (h + 1) * head_dim)]
     return w_q[rows], None if b_q is None else b_q[rows], w_o[:, rows]
+
+
+@mutant("q10_4", "also counts W_K and W_V as shrinking (they are shared by the group)")
+def concept_q10_4_0():
+    return 13271040
+
+
+@mutant("q10_4", "counts only the rows of W_Q, forgetting the columns of W_O")
+def concept_q10_4_1():
+    return 3317760
+
+
+@mutant("q10_4", "counts one block instead of all 30")
+def concept_q10_4_2():
+    return 221184

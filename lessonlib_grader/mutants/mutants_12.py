@@ -57,3 +57,33 @@ def divides_by_all(weight, bias, n_heads, n_groups):
     W = weight.reshape(n_groups, s, d, weight.shape[1]).sum(1) / n_heads
     b = None if bias is None else bias.reshape(n_groups, s, d).sum(1).reshape(-1) / n_heads
     return W.reshape(n_groups * d, weight.shape[1]), b
+
+
+@mutant("q12_2", "forgets that both keys and values are cached")
+def concept_q12_2_0():
+    return 30.0
+
+
+@mutant("q12_2", "keeps the original 3 KV heads (the cache before the conversion)")
+def concept_q12_2_1():
+    return 180.0
+
+
+@mutant("q12_2", "counts one block instead of all 30")
+def concept_q12_2_2():
+    return 2.0
+
+
+@mutant("q12_3", "answers A (compute grows with the number of experts)")
+def concept_q12_3_3():
+    return 'A'
+
+
+@mutant("q12_3", "answers C (memory grows only with k)")
+def concept_q12_3_4():
+    return 'C'
+
+
+@mutant("q12_3", "answers D (the experts split the dense FFN)")
+def concept_q12_3_5():
+    return 'D'

@@ -95,3 +95,23 @@ def concept_b():
 @mutant("q13_2", "answers D (zero KL)")
 def concept_d():
     return "D"
+
+
+@mutant("q13_3", "forgets the 1/2 of Pinsker: R(T) + sqrt(KL)")
+def concept_q13_3_0():
+    return 0.382842712474619
+
+
+@mutant("q13_3", "adds the KL itself, without the square root")
+def concept_q13_3_1():
+    return 0.18
+
+
+@mutant("q13_3", "returns only the teacher's risk")
+def concept_q13_3_2():
+    return 0.1
+
+
+@mutant("q13_3", "returns only the distance term sqrt(KL / 2)")
+def concept_q13_3_3():
+    return 0.2

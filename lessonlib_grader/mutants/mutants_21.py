@@ -80,3 +80,33 @@ def joint_c():
 @mutant("q21_3", "answers D (when the steps commute)")
 def joint_d():
     return "D"
+
+
+@mutant("q21_4", "uses the bitmask's threshold 1/b")
+def concept_q21_4_0():
+    return 0.25
+
+
+@mutant("q21_4", "compares the index alone with the dense code: 2 (1 - s) < 0.5")
+def concept_q21_4_1():
+    return 0.75
+
+
+@mutant("q21_4", "counts a 32-bit index (int32) instead of 16-bit")
+def concept_q21_4_2():
+    return 0.8888888888888888
+
+
+@mutant("q21_5", "answers A (fewer bits, faster)")
+def concept_q21_5_3():
+    return 'A'
+
+
+@mutant("q21_5", "answers B (zeros are skipped)")
+def concept_q21_5_4():
+    return 'B'
+
+
+@mutant("q21_5", "answers D (smaller file, faster)")
+def concept_q21_5_5():
+    return 'D'
