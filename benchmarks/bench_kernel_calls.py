@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    if a.mib < 1:
+        raise SystemExit(f"--mib={a.mib} must be at least 1")
     clock = time.thread_time if a.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
     x = torch.randn(1, 1, K)
