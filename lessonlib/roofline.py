@@ -192,24 +192,25 @@ def packed_model(model: nn.Module, body, head=None, act_dtype: torch.dtype = tor
 
 
 @torch.no_grad()
-def decode_seconds(model: nn.Module, prompt: torch.Tensor, new: int) -> float:
-    """Wall seconds for ``new`` greedy tokens at batch 1 after ``prompt`` (1, T), KV cache on; the prompt's
-    own prefill is not timed."""
+def decode_seconds(model: nn.Module, prompt: torch.Tensor, new: int, clock=time.perf_counter) -> float:
+    """Seconds for ``new`` greedy tokens at batch 1 after ``prompt`` (1, T), KV cache on; the prompt's
+    own prefill is not timed.  ``clock``: ``time.perf_counter`` (wall) or ``time.thread_time`` (CPU time of
+    this thread: with one thread, the time spent waiting for a core on a shared machine is left out)."""
     positive_int("new", new)
     if prompt.dim() != 2 or prompt.shape[0] != 1:
         raise ValueError(f"prompt must be (1, T) token ids, got {tuple(prompt.shape)}")
     out = model(prompt, use_cache=True)
     past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)  # (1, 1)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(new):
         out = model(nxt, past_key_values=past, use_cache=True)
         past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 @torch.no_grad()
-def prefill_seconds(model: nn.Module, ids: torch.Tensor) -> float:
-    """Wall seconds of one forward over ``ids`` (1, T) without a cache (the prompt's prefill)."""
-    t0 = time.perf_counter()
+def prefill_seconds(model: nn.Module, ids: torch.Tensor, clock=time.perf_counter) -> float:
+    """Seconds (``clock``, as in ``decode_seconds``) of one forward over ``ids`` (1, T) without a cache."""
+    t0 = clock()
     model(ids, use_cache=False)
-    return time.perf_counter() - t0
+    return clock() - t0
