@@ -32,11 +32,10 @@ from torch import nn
 
 from lessonlib.decode_profile import LINEAR_CATEGORIES, amdahl_limit, decode_breakdown
 from lessonlib.evaluate import model_bytes, perplexity
-from lessonlib.models import load_model
 from lessonlib.quant.affine import QuantScheme
 from lessonlib.quant.fused import fuse_projections
 from lessonlib.quant.kernels import to_kernels
-from lessonlib.models import is_linear_like
+from lessonlib.models import is_linear_like, load_model
 from lessonlib.quant.qlinear import default_filter, quantize_
 from lessonlib.roofline import decode_seconds, prefill_seconds
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .qlinear import QuantLinear, replace_module
+from ..models import replace_submodule
+from .qlinear import QuantLinear
 
 __all__ = ["FusedSlice", "fuse_quant_linears", "fuse_projections", "DEFAULT_GROUPS"]
 
@@ -105,7 +106,7 @@ def fuse_projections(model: nn.Module, groups: dict[str, tuple[str, ...]] | None
         start = 0
         for n in names:
             out = getattr(parent, n).out_features
-            replace_module(model, f"{pname}.{n}" if pname else n,
-                           FusedSlice(parent, fused_name, start, start + out, fused.in_features, shared))
+            replace_submodule(model, f"{pname}.{n}" if pname else n,
+                              FusedSlice(parent, fused_name, start, start + out, fused.in_features, shared))
             start += out
     return len(plan)
