@@ -96,21 +96,23 @@ def sparsegpt_block_step(W1: torch.Tensor, U1: torch.Tensor, mask1: torch.Tensor
     """
     d = torch.diag(U1)  # (B,)
     # BEGIN SOLUTION
-    Q1 = torch.zeros_like(W1)  # (out, B)
-    Err1 = torch.zeros_like(W1)  # (out, B)
-    for i in range(W1.shape[1]):
+    Wt = W1.t().contiguous()  # (B, out): column i of W1 is row i here, contiguous (about 2x faster on CPU)
+    Q1 = torch.zeros_like(Wt)  # (B, out), transposed back on return
+    Err1 = torch.zeros_like(Wt)  # (B, out)
+    for i in range(Wt.shape[0]):
         if keep_n and i % group_m == 0:  # N:M: choose this group's mask from the current weights
-            score = W1[:, i:i + group_m] ** 2 / d[i:i + group_m] ** 2  # (out, m)
+            score = Wt[i:i + group_m].t() ** 2 / d[i:i + group_m] ** 2  # (out, m)
             mask1[:, i:i + group_m] = nm_mask(score, keep_n, group_m)
-        w = W1[:, i]  # (out,)
+        w = Wt[i]  # (out,) column i of the block
         q = w.masked_fill(~mask1[:, i], 0.0)
         if quant is not None:
             q = quant(q).masked_fill(~mask1[:, i], 0.0)  # pruned weights stay exactly zero
         err = (w - q) / d[i]  # (out,)
-        W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)  # OBS update of the remaining columns
-        Q1[:, i] = q
-        Err1[:, i] = err
-    return Q1, Err1
+        Wt[i:] -= U1[i, i:].unsqueeze(1) * err.unsqueeze(0)  # OBS update of the remaining columns
+        Q1[i] = q
+        Err1[i] = err
+    W1.copy_(Wt.t())
+    return Q1.t().contiguous(), Err1.t().contiguous()
     # END SOLUTION
 
 
