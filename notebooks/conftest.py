@@ -5,7 +5,8 @@ test, so ``pytest -n 2 --dist loadfile`` spreads the notebooks over the workers.
 failing cell's index, source and traceback. Every run writes the executed notebook (outputs, widget state,
 per-cell seconds, the source sha) to ``build/executed/<stem>.ipynb`` (tools/nbexec.py), which ``make book``
 renders instead of executing the chapter again. The profile is ``LESSONLIB_PROFILE`` (``ci`` when unset);
-``LESSONLIB_NB_TIMEOUT`` sets the per-cell timeout in seconds (default 600: the slowest ci cell takes ~140 s), ``LESSONLIB_EXECUTED_DIR`` where
+``LESSONLIB_NB_TIMEOUT`` sets the per-cell timeout in seconds (default 600: the slowest ci cell takes ~140 s; the
+first attempt gets half, a retry in a fresh kernel all of it), ``LESSONLIB_EXECUTED_DIR`` where
 the executed copies go (default build/executed).
 """
 from __future__ import annotations

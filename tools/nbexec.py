@@ -232,11 +232,16 @@ def with_outputs(source: dict, executed: dict) -> dict:
 
 def run(path: str | os.PathLike, profile: str, threads: str = "1", timeout: int = 1800,
         dest_dir: Path = EXECUTED) -> Result:
-    """Execute ``path`` as a learner's kernel would (inline figures) and keep the executed copy."""
-    result = execute(path, kernel_env(profile, threads), timeout)
+    """Execute ``path`` as a learner's kernel would (inline figures) and keep the executed copy.
+
+    The first attempt gives each cell half of ``timeout``, the retry all of it: a kernel that sits idle (the
+    intermittent hang below) then costs half as long before it is replaced, and a cell that is only slow still
+    gets the full timeout on the retry."""
+    result = execute(path, kernel_env(profile, threads), max(1, timeout // 2))
     if not result.ok and result.error.startswith(HANG):
         # a cell that timed out or a kernel that died is run again once in a fresh kernel: we saw a kernel sit
-        # idle while the executor waited for a reply that never came (07, once in ~50 runs); a real hang or
+        # idle while the executor waited for a reply that never came (07, once in ~50 runs; 02 and 07's widget
+        # cells both in one clean-clone run on 2026-12-02, a machine under load); a real hang or
         # crash fails twice. The retry is said in the report and the executed copy.
         first = result.error.splitlines()[0]
         warnings.warn(f"{Path(path).name}: {first}; running it once more in a fresh kernel")
