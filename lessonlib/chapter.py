@@ -94,6 +94,14 @@ def cite(key: str) -> str:
     return s + (f", {e['where']}" if e.get("where") else "")
 
 
+def row_seconds(row: dict) -> float:
+    """The runtime a ``reports/timings.json`` row stands for: its wall seconds, or for a row marked ``contended``
+    (taken on a shared machine with one thread) its kernel's CPU seconds, which other jobs cannot inflate."""
+    if row.get("contended") and row.get("cpu_seconds") is not None:
+        return float(row["cpu_seconds"])
+    return float(row["seconds"])
+
+
 def runtime_note(notebook: str, path: str | None = None) -> str:
     """Markdown saying how long ``notebook`` (its stem, e.g. ``"03_gptq"``) took under each measured profile."""
     path = path or os.path.join(repo_root(), "reports", "timings.json")
@@ -104,10 +112,9 @@ def runtime_note(notebook: str, path: str | None = None) -> str:
     parts = []
     for prof, rows in sorted(data.get("profiles", {}).items()):
         row = rows.get(notebook)
-        if row:  # a row measured on a shared machine stands for its kernel's CPU time (tools/timings.py)
-            cpu = row.get("cpu_seconds") if row.get("contended") else None
-            secs = float(cpu) if cpu is not None else float(row["seconds"])
-            parts.append(f"`{prof}` {secs / 60:.1f} min" + (" of CPU" if cpu is not None else ""))
+        if row:
+            secs = row_seconds(row)
+            parts.append(f"`{prof}` {secs / 60:.1f} min" + (" of CPU" if secs != float(row["seconds"]) else ""))
     machine = data.get("machine", "")
     if not parts:
         return "Runtime: not measured yet (`make timings`)."

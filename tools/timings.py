@@ -60,12 +60,7 @@ def execute(path: str, profile: str, threads: str = "1", timeout: int = 1800) ->
     return dict(summary(result.seconds, result.cell_seconds), cpu_seconds=result.cpu_seconds)
 
 
-def minutes(row: dict) -> float:
-    """The runtime a row stands for, in seconds: its wall time, or for a run marked ``contended`` (taken on a
-    shared machine with one thread) the kernel's CPU time, which other jobs cannot inflate."""
-    if row.get("contended") and row.get("cpu_seconds") is not None:
-        return float(row["cpu_seconds"])
-    return float(row["seconds"])
+from lessonlib.chapter import row_seconds as minutes  # noqa: E402 - one rule for the table and the chapters
 
 
 def summary(seconds: float, cell_seconds: dict) -> dict:
