@@ -132,3 +132,67 @@ def test_a_hang_is_run_once_more_and_a_second_hang_fails(tmp_path, monkeypatch):
     with pytest.warns(UserWarning):
         r = nbexec.run(tmp_path / "hang_always.ipynb", "ci", "1", timeout=3, dest_dir=tmp_path / "ex")
     assert not r.ok and r.error.startswith(nbexec.HANG) and "cell 1 failed" in r.error
+
+
+class _MissedWakeup:
+    """A kernel channel whose reply is ready from t = ``ready_at`` but whose poll only sees it when a wait ends
+    (the missed wake-up of pyzmq's asyncio poll): each get_msg(timeout) advances the fake clock by the whole
+    timeout, then returns the reply if it is ready by then, else raises queue.Empty."""
+
+    def __init__(self, ready_at: float | None):
+        self.now, self.ready_at, self.waits = 0.0, ready_at, []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def get_msg(self, timeout=None):  # noqa: ANN001
+        import queue
+        assert timeout is not None, "the wrapper must never wait without a bound"
+        self.waits.append(timeout)
+        self.now += timeout
+        if self.ready_at is not None and self.now >= self.ready_at:
+            return {"msg": "reply"}
+        raise queue.Empty
+
+
+def test_sliced_polls_bound_the_cost_of_a_missed_wakeup():
+    import asyncio
+    import queue
+    ch = _MissedWakeup(ready_at=0.3)
+    get = nbexec.sliced_get_msg(ch.get_msg, slice_s=1.0, clock=ch.clock)
+    assert asyncio.run(get(timeout=600)) == {"msg": "reply"}
+    assert ch.waits == [1.0] and ch.now == 1.0        # found after one slice, not after the 600 s timeout
+    raw = _MissedWakeup(ready_at=0.3)                  # unwrapped: the whole timeout is spent, then it succeeds
+    assert asyncio.run(raw.get_msg(timeout=600)) == {"msg": "reply"} and raw.now == 600
+    ch = _MissedWakeup(ready_at=None)                  # nothing ever comes: Empty exactly at the deadline
+    get = nbexec.sliced_get_msg(ch.get_msg, slice_s=1.0, clock=ch.clock)
+    with pytest.raises(queue.Empty):
+        asyncio.run(get(timeout=2.5))
+    assert ch.waits == [1.0, 1.0, 0.5] and ch.now == 2.5
+    ch = _MissedWakeup(ready_at=7.2)                   # timeout=None (the iopub poll): waits in slices forever
+    get = nbexec.sliced_get_msg(ch.get_msg, slice_s=1.0, clock=ch.clock)
+    assert asyncio.run(get()) == {"msg": "reply"} and ch.waits == [1.0] * 8
+    with pytest.raises(ValueError, match="slice_s=0"):
+        nbexec.sliced_get_msg(ch.get_msg, slice_s=0)
+
+
+def test_the_executor_slices_the_kernel_channels(tmp_path):
+    """The wrapper is installed on the live client's shell and iopub channels (and a notebook still runs)."""
+    nb_path = tmp_path / "t.ipynb"
+    _write(nb_path, ["x = 6 * 7", "print(x)"])
+    seen = []
+    orig = nbexec.sliced_get_msg
+
+    def spy(get_msg, *a, **k):  # noqa: ANN001, ANN202
+        seen.append(getattr(get_msg, "__self__", None))
+        return orig(get_msg, *a, **k)
+
+    nbexec.sliced_get_msg = spy
+    try:
+        r = nbexec.execute(nb_path, nbexec.kernel_env("ci"), timeout=120)
+    finally:
+        nbexec.sliced_get_msg = orig
+    assert r.ok, r.error
+    assert len(seen) == 2 and seen[0] is not seen[1], seen          # shell and iopub, each wrapped once
+    assert all("Channel" in type(ch).__name__ for ch in seen), seen
+    assert "42" in "".join(o.get("text", "") for o in r.nb.cells[2].outputs)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -118,6 +119,38 @@ def kernel_env(profile: str, threads: str = "1", mplbackend: str = INLINE) -> di
     return env
 
 
+POLL_SLICE_S = 1.0  # longest single wait on a kernel channel (see sliced_get_msg)
+
+
+def sliced_get_msg(get_msg, slice_s: float = POLL_SLICE_S, clock=time.monotonic):  # noqa: ANN001, ANN201
+    """Wrap a kernel channel's async ``get_msg(timeout)`` so that no single wait is longer than ``slice_s``.
+
+    Why: a cell of 02 and one of 07 (both widget cells) each took exactly the per-cell timeout (600.0 s) in one
+    clean-clone run and then *succeeded*: their outputs were complete and no error was raised. That is pyzmq's
+    asyncio poll missing the wake-up of an already-readable socket (ZMQ's notification fd is edge-triggered):
+    ``zmq.asyncio`` ends a poll at its timeout with a real ``poll(0)``, which then finds the waiting reply, so
+    a missed wake-up costs the whole timeout and is otherwise silent. Waiting in slices of ``slice_s`` bounds
+    that cost to ``slice_s``; the overall ``timeout`` (None = forever) and ``queue.Empty`` at its end are kept.
+    """
+    import queue
+
+    if not slice_s > 0:
+        raise ValueError(f"slice_s={slice_s!r} must be a positive number of seconds")
+
+    async def get(timeout: float | None = None):  # noqa: ANN202
+        deadline = None if timeout is None else clock() + max(0.0, float(timeout))
+        while True:
+            left = None if deadline is None else max(0.0, deadline - clock())
+            try:
+                return await get_msg(timeout=slice_s if left is None else min(slice_s, left))
+            except queue.Empty:
+                if deadline is not None and clock() >= deadline:
+                    raise
+
+    get.sliced = True  # type: ignore[attr-defined]
+    return get
+
+
 def execute(path: str | os.PathLike, env: dict[str, str], timeout: int = 1800,
             kernel_name: str = "python3") -> Result:
     """Run every cell of ``path`` in a fresh kernel started with ``env``; never raises on a failing cell.
@@ -138,6 +171,13 @@ def execute(path: str | os.PathLike, env: dict[str, str], timeout: int = 1800,
             if self.km is not None:  # read the kernel's CPU time before it is shut down
                 cpu[0] = process_cpu_seconds(getattr(getattr(self.km, "provisioner", None), "pid", None))
             await super()._async_cleanup_kernel()
+
+        async def async_start_new_kernel_client(self):  # noqa: ANN202
+            kc = await super().async_start_new_kernel_client()
+            for ch in (kc.shell_channel, kc.iopub_channel):  # see sliced_get_msg: a missed wake-up costs <= 1 s
+                if inspect.iscoroutinefunction(ch.get_msg) and not getattr(ch.get_msg, "sliced", False):
+                    ch.get_msg = sliced_get_msg(ch.get_msg)
+            return kc
 
         async def async_execute_cell(self, cell, cell_index, *a, **k):  # noqa: ANN001
             current[0] = cell_index
@@ -239,10 +279,10 @@ def run(path: str | os.PathLike, profile: str, threads: str = "1", timeout: int 
     gets the full timeout on the retry."""
     result = execute(path, kernel_env(profile, threads), max(1, timeout // 2))
     if not result.ok and result.error.startswith(HANG):
-        # a cell that timed out or a kernel that died is run again once in a fresh kernel: we saw a kernel sit
-        # idle while the executor waited for a reply that never came (07, once in ~50 runs; 02 and 07's widget
-        # cells both in one clean-clone run on 2026-12-02, a machine under load); a real hang or
-        # crash fails twice. The retry is said in the report and the executed copy.
+        # a cell that timed out or a kernel that died is run again once in a fresh kernel; a real hang or crash
+        # fails twice. (The "idle kernel" seen in 02/07's widget cells was the executor missing a ready reply,
+        # see sliced_get_msg; since the channels are polled in 1 s slices that costs a second, not a timeout.)
+        # The retry is said in the report and the executed copy.
         first = result.error.splitlines()[0]
         warnings.warn(f"{Path(path).name}: {first}; running it once more in a fresh kernel")
         result = execute(path, kernel_env(profile, threads), timeout)
