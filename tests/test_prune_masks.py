@@ -175,3 +175,18 @@ def test_prune_lowest_count_matches_a_stable_sort_with_ties():
         assert torch.equal(prune_lowest_count(s, k), ref), (s, k)
     assert prune_lowest_count(torch.tensor([[1.0, 1.0, 1.0, 0.0]]), 2).tolist() == [[False, True, True, False]]
     assert prune_lowest_count(torch.ones(2, 2).t(), 4).sum() == 0  # non-contiguous input, everything pruned
+
+
+def test_prune_lowest_count_per_row_matches_a_stable_sort_with_ties():
+    """Per row, the selection path (kthvalue per row + ties to the lowest column) equals the slow definition:
+    prune the first k entries of each row's stable argsort (heavy ties: integer scores; every k in 0..in)."""
+    from lessonlib.prune.masks import prune_lowest_count
+    g = torch.Generator().manual_seed(1)
+    for trial in range(120):
+        o, i = torch.randint(1, 12, (2,), generator=g).tolist()
+        s = torch.randint(0, 3, (o, i), generator=g).float() if trial % 2 else torch.randn(o, i, generator=g)
+        for k in range(i + 1):
+            ref = torch.ones(o, i, dtype=torch.bool).scatter_(1, torch.argsort(s, dim=1, stable=True)[:, :k], False)
+            assert torch.equal(prune_lowest_count(s, k, per_row=True), ref), (s, k)
+    assert prune_lowest_count(torch.tensor([[2.0, 1.0, 1.0, 1.0], [0.0, 0.0, 5.0, 0.0]]), 2,
+                              per_row=True).tolist() == [[True, False, False, True], [False, False, True, True]]

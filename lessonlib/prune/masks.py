@@ -177,16 +177,20 @@ def check_mask(mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def prune_lowest_count(scores: torch.Tensor, k: int, per_row: bool = False) -> torch.Tensor:
     """Keep-mask pruning the ``k`` lowest scores of a ``(out, in)`` matrix (``per_row``: ``k`` in every row).
 
-    Ties go to the smaller (row-major) index: a stable sort, so the mask is deterministic.
+    Ties go to the smaller (row-major) index, so the mask is deterministic: the same mask as pruning the first
+    ``k`` of a stable sort, found with a selection (``kthvalue``, linear time) instead of the sort.
     """
     _check_matrix(scores, "scores")
     group = scores.shape[1] if per_row else scores.numel()
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= group:
         raise ValueError(f"k={k!r} must be an int in 0..{group} (entries per comparison group)")
     mask = torch.ones_like(scores, dtype=torch.bool)  # (out, in)
-    if per_row:
-        idx = torch.argsort(scores, dim=1, stable=True)[:, :k]  # (out, k)
-        mask.scatter_(1, idx, False)
+    if per_row and k:  # per row: the k-th smallest (a selection), then ties at it pruned lowest index first
+        thr = scores.kthvalue(k, dim=1, keepdim=True).values  # (out, 1)
+        below = scores < thr  # (out, in)
+        tied = scores == thr  # (out, in): at least one per row
+        need = k - below.sum(1, keepdim=True)  # (out, 1) ties to prune in each row, >= 1
+        mask = ~(below | (tied & (tied.cumsum(1) <= need)))
     elif k:  # a selection, not a sort: the k-th smallest score, then ties at it pruned lowest index first
         flat = scores.reshape(-1)  # (out * in,)
         thr = flat.kthvalue(k).values
