@@ -33,7 +33,7 @@ extensions = ["myst_nb", "sphinx_book_theme", "lessonlib_book"]
 root_doc = "book/index"
 _chapters = os.environ.get("BOOK_CHAPTERS", "").split()
 include_patterns = (
-    ["book/index.md", "reports/claims.md", "docs/INSTRUCTORS.md", "docs/LEARNING_PATH.md"]
+    ["book/index.md", "reports/claims.md", "docs/INSTRUCTORS.md", "docs/LEARNING_PATH.md", "docs/CHAPTERS.md"]
     + ([f"notebooks/{c}_*.ipynb" for c in _chapters] if _chapters else ["notebooks/[0-9][0-9]_*.ipynb"])
 )
 exclude_patterns = [

@@ -84,6 +84,8 @@ def landing(app: Sphinx) -> str:
         parts.append("## The chapters\n\n" + curriculum_table(root, chapters) + "\n")
     toc = ["```{toctree}\n:caption: Chapters\n:maxdepth: 1\n:glob:\n:hidden:\n\n/notebooks/[0-9][0-9]_*\n```\n"]
     ref = ["/reports/claims", "/docs/INSTRUCTORS"]
+    if "docs/CHAPTERS" in app.env.found_docs:
+        ref.insert(0, "/docs/CHAPTERS")
     if "docs/LEARNING_PATH" in app.env.found_docs:
         ref.insert(0, "/docs/LEARNING_PATH")
     toc.append("```{toctree}\n:caption: Reference\n:maxdepth: 1\n\n" + "\n".join(ref) + "\n```\n")
