@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from torch.nn.utils import skip_init
 
 from ..models import get_weight
-from .affine import QuantScheme, compute_qparams, expand_qparams, quantize_codes
+from .affine import QuantScheme, compute_qparams, expand_qparams, fake_quant, quantize_codes
 from ..models import is_linear_like, replace_submodule
 from .qlinear import QuantLinear, default_filter
 from ..atomic import atomic
@@ -81,19 +81,14 @@ def mse_clip_ratios(w: torch.Tensor, scheme: QuantScheme, grid: tuple[float, ...
     """Per group, the clip ratio r of ``grid`` whose round-to-nearest grid gives the smallest weight MSE,
     (1|out, G).  Ties go to the larger r (less clipping).
 
-    Each group's scale and zero broadcast over its own columns (no expanded (out, in) copies, no int32
-    round trip: the codes are small integers either way), which gives the same errors as rounding with
-    ``quantize_codes`` on ``expand_qparams`` and is several times faster on a whole model."""
+    The error of each ratio comes from ``affine.fake_quant`` (each group's scale and zero broadcast over its own
+    columns), the same values as rounding with ``quantize_codes`` on ``expand_qparams`` copies, and faster."""
     w = w.detach().float()  # (out, in)
     rows, n_in = (1 if scheme.group_size == 0 else w.shape[0]), w.shape[1]
     G = scheme.n_groups(n_in)
-    wg = w.reshape(rows, G, -1)  # (rows, G, g): each group's columns
     best_err, best_r = None, None
     for r in sorted(grid, reverse=True):
-        s, z = compute_qparams(w, scheme, r)  # (rows, G)
-        s, z = s[..., None], z[..., None]  # (rows, G, 1)
-        q = torch.round(wg / s + z).clamp_(scheme.qmin, scheme.qmax).sub_(z).mul_(s)  # (rows, G, g) Q(w)
-        err = q.sub_(wg).pow_(2).sum(-1)  # (rows, G)
+        err = fake_quant(w, scheme, r).sub_(w).pow_(2).reshape(rows, G, -1).sum(-1)  # (rows, G)
         if best_err is None:
             best_err, best_r = err, torch.full_like(err, r)
         else:
