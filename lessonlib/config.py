@@ -40,6 +40,7 @@ class Profile:
     lottery_rate: float = 0.2  # fraction pruned per round (Frankle & Carbin: 20%)
     lottery_epochs: int = 5  # training epochs per round
     rewind_iter: int = 60  # iteration the weights are rewound to (C36)
+    live_batch: int = 2  # windows per optimiser step of a chapter's short live fine-tune (05's QAT runs)
 
     def __post_init__(self) -> None:
         """Every field is checked, so ``with_(seqlen=-5)`` fails here and not deep inside an experiment."""
@@ -48,7 +49,7 @@ class Profile:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"Profile name={short(self.name)} must be a non-empty string")
         for f in ("seqlen", "calib_samples", "calib_seqlen", "train_steps", "batch_size", "sweep_points",
-                  "bench_repeats", "gen_tokens", "block_stride", "lottery_rounds", "lottery_epochs"):
+                  "bench_repeats", "gen_tokens", "block_stride", "lottery_rounds", "lottery_epochs", "live_batch"):
             integer(f, getattr(self, f), lo=1, where=f"profile {self.name!r}")
         for f in ("eval_windows", "encoder_train", "encoder_eval", "partial_blocks", "rewind_iter"):  # 0 = all
             integer(f, getattr(self, f), lo=0, where=f"profile {self.name!r}; 0 means all")
@@ -73,7 +74,7 @@ PROFILES: dict[str, Profile] = {
                   batch_size=4, lr=1e-4, encoder_train=512, encoder_eval=256, sweep_points=3,
                   bench_repeats=3, device="cpu", reduced_sweeps=True, gen_tokens=8, partial_blocks=4,
                   compile_kernels=False, block_stride=3, lottery_rounds=4, lottery_rate=0.5, lottery_epochs=2,
-                  rewind_iter=20),
+                  rewind_iter=20, live_batch=1),
     # lab: the chapters' default, a live version of each experiment that finishes in minutes; the larger
     # runs belong to the ledger (laptop, gpu) and are read from reports/claims.json
     "lab": Profile("lab", seqlen=512, eval_windows=8, calib_samples=16, calib_seqlen=512, train_steps=16,
@@ -86,7 +87,8 @@ PROFILES: dict[str, Profile] = {
                       sweep_points=6, bench_repeats=5, device="auto"),
     "gpu": Profile("gpu", seqlen=2048, eval_windows=0, calib_samples=128, calib_seqlen=2048,
                    train_steps=2000, batch_size=16, lr=5e-5, encoder_train=0, encoder_eval=0,
-                   sweep_points=10, bench_repeats=50, device="cuda", lottery_rounds=13, lottery_epochs=10),
+                   sweep_points=10, bench_repeats=50, device="cuda", lottery_rounds=13, lottery_epochs=10,
+                   live_batch=8),
 }
 
 

@@ -99,3 +99,23 @@ def test_sampled_vocabulary_trains_and_is_checked():
     for bad in (0, 257, 2.5):
         with pytest.raises(ValueError, match="vocab_topk"):
             train_exit_heads(m, heads, data, steps=1, vocab_topk=bad)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_block_outputs_are_the_full_models_block_outputs(arch):
+    """block_outputs runs only the decoder stack (no LM head); each block's output is exactly what a forward
+    of the whole causal LM produces there."""
+    from lessonlib.models import decoder_blocks
+    m = tiny_causal_lm(arch)
+    x = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    seen = []
+    hooks = [b.register_forward_hook(lambda _m, _i, o: seen.append(o[0] if isinstance(o, tuple) else o))
+             for b in decoder_blocks(m)]
+    with torch.no_grad():
+        m(input_ids=x, use_cache=False)
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        hs = block_outputs(m, x)
+    assert len(hs) == len(seen) == len(decoder_blocks(m))
+    assert all(torch.equal(a, b) for a, b in zip(hs, seen))

@@ -35,3 +35,15 @@ def test_quantized_cache_changes_attention_and_more_bits_hurt_less():
     assert p8 != base  # the cache really is quantized
     assert abs(p8 - base) < abs(p2 - base) and abs(p8 - base) / base < 1e-3
     assert abs(p4 - base) / base < 5e-2
+
+
+def test_float_cache_is_the_float_models_perplexity():
+    """Notebook 24 reads the float cache's row from evaluate.perplexity on the same windows instead of running it
+    again: the two must be the same number."""
+    from lessonlib.data import windows
+    from lessonlib.evaluate import perplexity
+    m = tiny_causal_lm("llama", hidden=64, intermediate=128, kv_heads=2)
+    stream = torch.randint(0, 256, (100,), generator=torch.Generator().manual_seed(1))
+    ref = perplexity(m, tokens=stream, seqlen=24, max_windows=3, progress=False)
+    assert ref.windows == 3
+    assert kv_perplexity(m, windows(stream, 24, 3)) == ref.ppl

@@ -89,3 +89,22 @@ def test_freeze_keeps_the_grid_the_forward_used(clip):
 def test_bad_clip_mode():
     with pytest.raises(ValueError, match="clip='pact'"):
         prepare_qat(_layer(), QuantScheme(4, 32, True), filter_fn=lambda m, n: True, clip="pact")
+
+
+@pytest.mark.parametrize("scheme", [QuantScheme(3, 32), QuantScheme(4, 32, True), QuantScheme(4, -1), QuantScheme(4, 0)])
+def test_mse_clip_ratios_is_the_per_group_argmin_of_a_slow_search(scheme):
+    """Every group's ratio has the smallest round-to-nearest error of CLIP_GRID (ties: the larger ratio), the
+    error computed the slow way (fake_quant of the whole weight at that ratio, summed per group)."""
+    from lessonlib.quant.qat import CLIP_GRID
+    w = torch.distributions.StudentT(2.0).sample((6, 64))  # heavy tails: clipping pays in some groups, not others
+    r = mse_clip_ratios(w, scheme)
+    rows, G = (1 if scheme.group_size == 0 else 6), scheme.n_groups(64)
+    assert r.shape == (rows, G)
+    errs = torch.stack([(fake_quant(w, scheme, c) - w).double().pow(2).reshape(rows, G, -1).sum(-1)
+                        for c in CLIP_GRID])  # (len(grid), rows, G), in the grid's order (1.0 first)
+    best = errs.min(dim=0).values
+    for i in range(rows):
+        for g in range(G):
+            ok = [c for c, e in zip(CLIP_GRID, errs[:, i, g]) if e <= best[i, g] * (1 + 1e-5) + 1e-12]
+            assert any(torch.isclose(r[i, g], torch.tensor(c)) for c in ok)  # the argmin, up to float32 round-off between near-equal errors
+    assert (r < 1).any() and (r == 1).any() or rows * G == 1

@@ -94,15 +94,21 @@ class ExitHeads(nn.Module):
 
 
 def block_outputs(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
-    """The output hidden state of every decoder block, each (B, T, C), from one full forward pass."""
+    """The output hidden state of every decoder block, each (B, T, C), from one forward pass of the decoder
+    stack.  The causal LM's base model runs (``model.base_model``, when it holds the blocks): the LM head's
+    (B, T, V) logits, the costliest single product of a short window, would be discarded anyway."""
     outs: list[torch.Tensor] = []
+    base = getattr(model, "base_model", model)
+    blocks = decoder_blocks(model)
+    if base is not model and not any(m is blocks[0] for m in base.modules()):
+        base = model  # an unusual wrapper: run the whole model
 
     def hook(_m, _inp, out):
         outs.append(out[0] if isinstance(out, tuple) else out)
 
-    handles = [b.register_forward_hook(hook) for b in decoder_blocks(model)]
+    handles = [b.register_forward_hook(hook) for b in blocks]
     try:
-        model(input_ids=input_ids, use_cache=False)
+        base(input_ids=input_ids, use_cache=False)
     finally:
         for h in handles:
             h.remove()

@@ -29,9 +29,10 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import skip_init
 
 from ..models import get_weight
-from .affine import QuantScheme, compute_qparams, expand_qparams, quantize_codes
+from .affine import QuantScheme, compute_qparams, expand_qparams, fake_quant, quantize_codes
 from ..models import is_linear_like, replace_submodule
 from .qlinear import QuantLinear, default_filter
 from ..atomic import atomic
@@ -78,16 +79,16 @@ class FakeQuantSTE(torch.autograd.Function):
 
 def mse_clip_ratios(w: torch.Tensor, scheme: QuantScheme, grid: tuple[float, ...] = CLIP_GRID) -> torch.Tensor:
     """Per group, the clip ratio r of ``grid`` whose round-to-nearest grid gives the smallest weight MSE,
-    (1|out, G).  Ties go to the larger r (less clipping)."""
+    (1|out, G).  Ties go to the larger r (less clipping).
+
+    The error of each ratio comes from ``affine.fake_quant`` (each group's scale and zero broadcast over its own
+    columns), the same values as rounding with ``quantize_codes`` on ``expand_qparams`` copies, and faster."""
     w = w.detach().float()  # (out, in)
     rows, n_in = (1 if scheme.group_size == 0 else w.shape[0]), w.shape[1]
     G = scheme.n_groups(n_in)
     best_err, best_r = None, None
     for r in sorted(grid, reverse=True):
-        s, z = compute_qparams(w, scheme, r)  # (rows, G)
-        q = (quantize_codes(w, expand_qparams(s, n_in), expand_qparams(z, n_in), scheme).float()
-             - expand_qparams(z, n_in)) * expand_qparams(s, n_in)  # (out, in)
-        err = (q - w).pow(2).reshape(rows, G, -1).sum(-1) if rows > 1 or G > 1 else (q - w).pow(2).sum().reshape(1, 1)
+        err = fake_quant(w, scheme, r).sub_(w).pow_(2).reshape(rows, G, -1).sum(-1)  # (rows, G)
         if best_err is None:
             best_err, best_r = err, torch.full_like(err, r)
         else:
@@ -110,8 +111,9 @@ def fake_quant_ste(w: torch.Tensor, scheme: QuantScheme, clip_ratio: float | tor
 class QATLinear(nn.Linear):
     """An ``nn.Linear`` whose forward uses the fake-quantized weight; it trains the float weight."""
 
-    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, bias: bool = True, **kw):
-        super().__init__(in_features, out_features, bias=bias, **kw)
+    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, bias: bool = True,
+                 device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         scheme.n_groups(in_features)  # the group size must divide the row
         self.scheme = scheme
         self.register_buffer("fixed_scales", None)  # (1|out, G) when the range is fixed, else refitted per step
@@ -135,7 +137,8 @@ class QATLinear(nn.Linear):
     def from_linear(cls, linear: nn.Module, scheme: QuantScheme) -> "QATLinear":
         w = get_weight(linear)  # (out, in), also for GPT-2 Conv1D
         bias = getattr(linear, "bias", None)
-        m = cls(w.shape[1], w.shape[0], scheme, bias=bias is not None, device=w.device, dtype=w.dtype)
+        m = skip_init(cls, w.shape[1], w.shape[0], scheme, bias=bias is not None,  # no random init: the
+                      device=w.device, dtype=w.dtype)  # weight (and bias) are copied below
         with torch.no_grad():
             m.weight.copy_(w)
             if bias is not None:

@@ -29,6 +29,7 @@ from typing import Callable, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 from tqdm.auto import tqdm
 
 from ..config import progress_disabled
@@ -147,8 +148,8 @@ def freeze_qat(model: nn.Module) -> dict[str, nn.Linear]:
     for n, m in list(model.named_modules()):
         if not isinstance(m, QATLinear):
             continue
-        lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
-                        dtype=m.weight.dtype)
+        lin = skip_init(nn.Linear, m.in_features, m.out_features, bias=m.bias is not None,  # no random init:
+                        device=m.weight.device, dtype=m.weight.dtype)  # every value is overwritten below
         lin.weight.copy_(fake_quant_ste(m.weight, m.scheme, qparams=m.qparams()))  # the fixed range when set
         if m.bias is not None:
             lin.bias.copy_(m.bias)
