@@ -28,7 +28,7 @@ from .checks import positive_int
 from .storage import bitmask_bytes, csr_bytes, model_bytes, tensor_bytes  # re-exported: byte accounting lives in storage
 
 __all__ = [
-    "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "perplexity_from_window_nlls",
+    "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "token_nlls", "perplexity_from_window_nlls",
     "PerplexityResult", "window_nlls", "perplexity", "accuracy", "classification_accuracy", "param_counts", "model_bytes",
     "tensor_bytes", "csr_bytes", "bitmask_bytes", "LatencyResult", "measure_latency", "generation_speed",
     "matmul_gflops", "bigram_perplexity",
@@ -87,6 +87,18 @@ def next_token_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     target = tokens[:, 1:]  # (B, T-1)
     return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1))
     # END SOLUTION
+
+
+def token_nlls(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats, float32) of every next token, unreduced: ``logits`` (T, V) or (B, T, V)
+    for ``tokens`` (T,) or (B, T) give (T-1,) or (B, T-1); their mean is ``next_token_nll``.  For per-token
+    decisions (early exits choose per token); a perplexity still goes through ``perplexity_from_window_nlls``.
+    """
+    if logits.dim() not in (2, 3) or logits.shape[:-1] != tokens.shape or tokens.shape[-1] < 2:
+        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} must agree on (B, T) or "
+                         "(T,), T >= 2")
+    logp = torch.log_softmax(logits[..., :-1, :].float(), dim=-1)  # (..., T-1, V): position t predicts t+1
+    return -logp.gather(-1, tokens[..., 1:, None]).squeeze(-1)  # (..., T-1)
 
 
 def perplexity_from_window_nlls(nlls: torch.Tensor, seqlen: int) -> float:

@@ -1,6 +1,8 @@
 """``evaluate.window_nlls``: the one per-window NLL loop (perplexity, mixed-precision sensitivities and the
 quantized KV cache all score windows through it), checked against a direct per-window computation and
 against the numbers the callers' own loops gave before they used it (#15: perplexity only in evaluate)."""
+import math
+
 import pytest
 import torch
 
@@ -63,3 +65,17 @@ def test_callers_numbers_did_not_move():
         assert kv_perplexity(k, kw, bits, gran) == pytest.approx(want, rel=2e-5), (bits, gran)
     with pytest.raises(ValueError, match="bits"):
         kv_perplexity(k, kw, 5)
+
+
+def test_token_nlls_literal_and_mean_is_next_token_nll():
+    # logits favour token 1 then token 0 (log 3 vs 0): p = 3/4 and 1/4 for the two next tokens
+    logits = torch.tensor([[math.log(3.0), 0.0], [0.0, math.log(3.0)], [0.0, 0.0]])  # (T=3, V=2)
+    tokens = torch.tensor([1, 0, 1])  # next tokens 0 (p 3/4) and 1 (p 3/4)
+    got = ev.token_nlls(logits, tokens)
+    torch.testing.assert_close(got, torch.full((2,), -math.log(0.75)))
+    torch.testing.assert_close(ev.token_nlls(logits[None], tokens[None]), got[None])
+    g = torch.Generator().manual_seed(3)
+    z, t = torch.randn(2, 7, 11, generator=g), torch.randint(0, 11, (2, 7), generator=g)
+    torch.testing.assert_close(ev.token_nlls(z, t).mean(), ev.next_token_nll(z, t))
+    with pytest.raises(ValueError, match="must agree"):
+        ev.token_nlls(logits, tokens[:2])
