@@ -28,8 +28,8 @@ from .checks import positive_int
 from .storage import bitmask_bytes, csr_bytes, model_bytes, tensor_bytes  # re-exported: byte accounting lives in storage
 
 __all__ = [
-    "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "perplexity_from_window_nlls",
-    "PerplexityResult", "perplexity", "accuracy", "classification_accuracy", "param_counts", "model_bytes",
+    "bytes_at_precision", "kv_cache_bytes_per_token", "next_token_nll", "token_nlls", "perplexity_from_window_nlls",
+    "PerplexityResult", "window_nlls", "perplexity", "accuracy", "classification_accuracy", "param_counts", "model_bytes",
     "tensor_bytes", "csr_bytes", "bitmask_bytes", "LatencyResult", "measure_latency", "generation_speed",
     "matmul_gflops", "bigram_perplexity",
 ]
@@ -89,6 +89,18 @@ def next_token_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     # END SOLUTION
 
 
+def token_nlls(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats, float32) of every next token, unreduced: ``logits`` (T, V) or (B, T, V)
+    for ``tokens`` (T,) or (B, T) give (T-1,) or (B, T-1); their mean is ``next_token_nll``.  For per-token
+    decisions (early exits choose per token); a perplexity still goes through ``perplexity_from_window_nlls``.
+    """
+    if logits.dim() not in (2, 3) or logits.shape[:-1] != tokens.shape or tokens.shape[-1] < 2:
+        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} must agree on (B, T) or "
+                         "(T,), T >= 2")
+    logp = torch.log_softmax(logits[..., :-1, :].float(), dim=-1)  # (..., T-1, V): position t predicts t+1
+    return -logp.gather(-1, tokens[..., 1:, None]).squeeze(-1)  # (..., T-1)
+
+
 def perplexity_from_window_nlls(nlls: torch.Tensor, seqlen: int) -> float:
     """Perplexity from per-window mean NLLs (GPTQ protocol): exp(sum(nll_w * seqlen) / (W * seqlen))."""
     nlls = torch.as_tensor(nlls, dtype=torch.float64)
@@ -124,6 +136,60 @@ def _model_device(model: nn.Module) -> torch.device:
     return compute_device(model)  # also right for models dispatched by accelerate (offloaded weights on meta)
 
 
+def _score_windows(model: nn.Module, wins: torch.Tensor, batch_size: int, forward_kwargs: Callable[[], dict] | None,
+                   progress: bool, top1: bool) -> tuple[torch.Tensor, int]:
+    """The one scoring loop: ``(W,)`` float32 mean next-token NLL of each window of ``wins`` (W, T), and the
+    number of next tokens that are the logits' argmax (counted only with ``top1``).  The model runs in eval
+    mode (restored after) on its compute device; ``forward_kwargs()`` gives each forward's keyword arguments
+    (default ``use_cache=False``; a fresh KV cache per batch, for instance)."""
+    dev = _model_device(model)
+    was_training = model.training
+    model.eval()
+    nlls, hits = [], 0
+    try:
+        for i in tqdm(range(0, wins.shape[0], batch_size), desc=f"perplexity ({wins.shape[0]} x {wins.shape[1]})",
+                      disable=progress_disabled() or not progress, leave=False):
+            batch = wins[i: i + batch_size].to(dev)  # (B, T)
+            kw = {"use_cache": False} if forward_kwargs is None else forward_kwargs()
+            logits = model(batch, **kw).logits  # (B, T, V)
+            nlls.extend(next_token_nll(logits[b], batch[b]) for b in range(batch.shape[0]))
+            if top1:
+                hits += int((logits[:, :-1].argmax(-1) == batch[:, 1:]).sum())
+    finally:
+        model.train(was_training)
+    return torch.stack(nlls).float().cpu(), hits
+
+
+@torch.inference_mode()
+def window_nlls(model: nn.Module, wins: torch.Tensor, batch_size: int = 1,
+                forward_kwargs: Callable[[], dict] | None = None, progress: bool = False) -> torch.Tensor:
+    """Mean next-token NLL (nats) of each token window of ``wins`` (W, T), as a ``(W,)`` float32 tensor:
+    the per-window numbers ``perplexity`` is made of (``perplexity_from_window_nlls`` turns them into a
+    perplexity, ``.mean()`` is the mean NLL of equal windows).
+
+    ``forward_kwargs()`` is called before each forward for its keyword arguments (default
+    ``{"use_cache": False}``), e.g. to give each window a fresh quantized KV cache.  Raises ``ValueError``
+    for windows that are not (W >= 1, T >= 2) token ids within the model's positions, and
+    ``FloatingPointError`` naming the window whose NLL is not finite.
+    """
+    from .checks import integer
+    if not isinstance(wins, torch.Tensor) or wins.dim() != 2 or wins.shape[0] < 1 or wins.shape[1] < 2 \
+            or wins.is_floating_point():
+        raise ValueError(f"wins must be (W, T) token ids with W >= 1, T >= 2, got "
+                         f"{tuple(wins.shape) if isinstance(wins, torch.Tensor) else type(wins).__name__}")
+    if wins.shape[1] > max_positions(model):
+        raise ValueError(f"windows of {wins.shape[1]} tokens exceed the model's maximum of {max_positions(model)} positions")
+    integer("batch_size", batch_size, lo=1, where="windows per forward")
+    if forward_kwargs is not None and not callable(forward_kwargs):
+        raise TypeError(f"forward_kwargs must be a callable returning a dict, got {type(forward_kwargs).__name__}")
+    nlls, _ = _score_windows(model, wins, batch_size, forward_kwargs, progress, top1=False)
+    bad = (~torch.isfinite(nlls)).nonzero()
+    if bad.numel():
+        raise FloatingPointError(f"window {int(bad[0])} has a non-finite NLL ({float(nlls[bad[0]])}): the model "
+                                 "produced inf/NaN logits")
+    return nlls
+
+
 @torch.inference_mode()
 def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split: str = "eval",
                seqlen: int | None = None, max_windows: int | None = None, tokens: torch.Tensor | None = None,
@@ -148,33 +214,18 @@ def perplexity(model: nn.Module, tokenizer=None, corpus: str = "speeches", split
         if tokenizer is None:
             raise ValueError("give a tokenizer (to read a corpus) or a 1-D tokens tensor")
         tokens = eval_tokens(tokenizer, corpus, split)
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
     wins = windows(tokens, seqlen, max_windows)  # (W, seqlen)
-    dev = _model_device(model)
-    was_training = model.training
-    model.eval()
-    nlls = []
-    hits = 0
     t0 = time.perf_counter()
-    for i in tqdm(range(0, wins.shape[0], batch_size), desc=f"perplexity ({wins.shape[0]} x {seqlen})",
-                  disable=progress_disabled() or not progress, leave=False):
-        batch = wins[i: i + batch_size].to(dev)  # (B, T)
-        logits = model(batch, use_cache=False).logits  # (B, T, V)
-        for b in range(batch.shape[0]):
-            nlls.append(next_token_nll(logits[b], batch[b]).item())
-        if top1:
-            hits += int((logits[:, :-1].argmax(-1) == batch[:, 1:]).sum())
+    nlls, hits = _score_windows(model, wins, batch_size, None, progress, top1)
     secs = time.perf_counter() - t0
-    model.train(was_training)
-    nll_t = torch.tensor(nlls, dtype=torch.float64)
+    nll_t = nlls.double()  # (W,)
     ppl = perplexity_from_window_nlls(nll_t, seqlen)
     if not math.isfinite(ppl):
         raise FloatingPointError(f"perplexity is not finite ({ppl}): the model produced inf/NaN logits")
     n_tok = wins.numel()
     return PerplexityResult(ppl=ppl, nll=float(nll_t.mean()), windows=wins.shape[0], seqlen=seqlen,
                             tokens=n_tok, seconds=secs, tokens_per_s=n_tok / max(secs, 1e-9),
-                            window_nlls=[float(x) for x in nlls],
+                            window_nlls=[float(x) for x in nll_t],
                             top1=hits / (wins.shape[0] * (seqlen - 1)) if top1 else None)
 
 

@@ -5,7 +5,9 @@ Two ways to ask one, graded by the same checks:
 * :func:`lessonlib_grader.registry.concept_number` / :func:`~lessonlib_grader.registry.concept_choice`: the
   student's answer is a top-level value ``answer_qNN_k`` (``None`` = not answered yet);
 * a zero-argument function in :mod:`lessonlib.concepts` (the chapters' answer functions, e.g. ``q03_c1``)
-  with :func:`answer_checks`: the answer, its type, and agreement with the reference function.
+  with :func:`answer_checks` / :func:`concept_checks` (specs 01-09), or :func:`choice` / :func:`number` plus
+  :func:`answer_function_checks` (specs 10-24): the answer, its type, and agreement with the reference
+  function.
 
 The expected answer is an argument of these constructors in a spec, so the student release blanks it
 (:func:`lessonlib_grader.release.strip_spec`); a blanked answer makes the check "graded by your instructor".
@@ -18,7 +20,7 @@ from typing import Callable
 from .checks import Check, CheckFailure, ReferenceUnavailable, assert_python_float, call
 
 __all__ = ["concept_number_check", "concept_choice_check", "answer_type_check", "agrees_with_answer_function",
-           "answer_checks", "concept_checks", "LETTERS"]
+           "answer_checks", "concept_checks", "choice", "number", "answer_function_checks", "LETTERS"]
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -130,3 +132,19 @@ def concept_checks(qid: str, answer: str | float | None, rtol: float = 1e-3, ato
     """The checks of concept question ``qid`` answered by a function of :mod:`lessonlib.concepts` (specs 01-09):
     :func:`answer_checks` with a letter A-D or a number within ``rtol``/``atol``."""
     return answer_checks(answer, rel_tol=rtol, abs_tol=atol, name="the answer")
+
+
+def choice(name: str, answer: str | None, choices: str = "ABCD") -> Check:
+    """A concept question answered by one letter of ``choices`` (:func:`concept_choice_check`)."""
+    return concept_choice_check(answer, tuple(choices), name=name)
+
+
+def number(name: str, answer: float | None, rel_tol: float = 1e-3) -> Check:
+    """A concept question answered by a number within ``rel_tol`` (:func:`concept_number_check`)."""
+    return concept_number_check(answer, rel_tol=rel_tol, name=name)
+
+
+def answer_function_checks(kind: str) -> tuple[Check, Check]:
+    """The property and reference companions of a concept question answered by a function: the answer's type
+    (``kind`` "letter" or "number") and agreement with the reference answer function."""
+    return answer_type_check(kind), agrees_with_answer_function(kind)

@@ -260,7 +260,7 @@ Q10_3 = Exercise(
             _drop_ref),
 )
 
-from .specs_13 import concept_checks, number  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, number  # noqa: E402  (concept questions)
 
 Q10_4 = Exercise(
     id="q10_4", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:heads_removed_params",
@@ -270,7 +270,7 @@ Q10_4 = Exercise(
               "the parameter counts the chapter printed.",
     hints=("Which matrices lose rows or columns when a query head goes, and which are shared by the whole group?",
            "Per removed head: 64 rows of W_Q and 64 columns of W_O, each of length 576."),
-    checks=(number("the number of parameters removed", 6635520), *concept_checks("number")),  # 30 * 2 * 3 * 64 * 576
+    checks=(number("the number of parameters removed", 6635520), *answer_function_checks("number")),  # 30 * 2 * 3 * 64 * 576
 )
 
 EXERCISES = [Q10_1, Q10_2, Q10_3, Q10_4]

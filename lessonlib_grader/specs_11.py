@@ -86,13 +86,13 @@ Q11_1 = Exercise(
     ),
 )
 
-from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, choice  # noqa: E402  (concept questions)
 
 Q11_2 = Exercise(
     id='q11_2', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:rescaling_block_choice",
     statement="Concept question (return one letter). In a pre-norm residual stack, block i only rescales the stream, h -> c h with c > 0. When does removing it leave the model's output exactly unchanged? A: always, because RMSNorm is scale-invariant; B: only when block i is the last block, because every later block adds its update to a stream c times larger; C: only when c < 1; D: never, the final norm cannot remove a scale.",
     hints=('Write the stream after block i+1 with and without the rescaling.',),
-    checks=(choice("the letter of the right answer", 'B'), *concept_checks("letter")),
+    checks=(choice("the letter of the right answer", 'B'), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q11_1, Q11_2]

@@ -108,7 +108,7 @@ Q12_1 = Exercise(
             Check("same pooled weight and bias as the reference on random shapes", "reference", _random)),
 )
 
-from .specs_13 import choice, concept_checks, number  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, choice, number  # noqa: E402  (concept questions)
 
 Q12_2 = Exercise(
     id="q12_2", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:mqa_cache_mib",
@@ -117,7 +117,7 @@ Q12_2 = Exercise(
               "keys and values does one 8192-token context hold?",
     hints=("Each token stores a key and a value for every KV head of every block.",
            "bytes = 2 x blocks x KV heads x head width x 2 bytes x tokens."),
-    checks=(number("the KV cache in MiB", 60.0), *concept_checks("number")),  # 2 * 30 * 1 * 64 * 2 * 8192 / 2^20
+    checks=(number("the KV cache in MiB", 60.0), *answer_function_checks("number")),  # 2 * 30 * 1 * 64 * 2 * 8192 / 2^20
 )
 
 Q12_3 = Exercise(
@@ -127,7 +127,7 @@ Q12_3 = Exercise(
               "weights held in memory and to the FFN compute per token? A: both grow 8x; B: memory grows 8x, compute "
               "about 2x (plus a small router); C: both grow 2x; D: memory stays the same and compute falls to a quarter.",
     hints=("Which experts must be loaded, and which ones does one token run through?",),
-    checks=(choice("the letter of the right answer", "B"), *concept_checks("letter")),
+    checks=(choice("the letter of the right answer", "B"), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q12_1, Q12_2, Q12_3]

@@ -11,7 +11,7 @@ import torch
 
 from .checks import CheckFailure, agrees_with_reference, assert_close, assert_tensor, call, literal, prop
 from .registry import Exercise
-from .concept import agrees_with_answer_function, answer_type_check, concept_choice_check, concept_number_check
+from .concept import answer_function_checks, choice, number
 
 NOTEBOOK = "13_response_distillation"
 LN = math.log
@@ -119,22 +119,6 @@ Q13_1 = Exercise(
     ),
 )
 
-def choice(name: str, answer: str | None, choices: str = "ABCD") -> "Check":
-    """A concept question answered by one letter (:func:`.concept.concept_choice_check`)."""
-    return concept_choice_check(answer, tuple(choices), name=name)
-
-
-def number(name: str, answer: float | None, rel_tol: float = 1e-3) -> "Check":
-    """A concept question answered by a number within ``rel_tol`` (:func:`.concept.concept_number_check`)."""
-    return concept_number_check(answer, rel_tol=rel_tol, name=name)
-
-
-def concept_checks(kind: str) -> tuple:
-    """The property and reference companions of a concept question: the answer's type, and agreement with the
-    reference answer function (``kind`` "letter" or "number"; :mod:`.concept`)."""
-    return answer_type_check(kind), agrees_with_answer_function(kind)
-
-
 Q13_2 = Exercise(
     id="q13_2", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:temperature_information_choice",
     statement="Concept question (return one letter). Why does a higher distillation temperature let each training "
@@ -144,7 +128,7 @@ Q13_2 = Exercise(
               "the student's distribution (until, at very high T, the targets approach uniform and say nothing); "
               "D: it drives the KL divergence to zero, so the student cannot overfit.",
     hints=("Think of what a one-hot target tells the student, then a distribution with entropy close to log V.",),
-    checks=(choice("the letter of the right explanation", "C"), *concept_checks("letter")),
+    checks=(choice("the letter of the right explanation", "C"), *answer_function_checks("letter")),
 )
 
 Q13_3 = Exercise(
@@ -155,7 +139,7 @@ Q13_3 = Exercise(
               "randomised risk the student can have?",
     hints=("Step 1 bounds the student's risk by the teacher's plus the mean total variation distance.",
            "Pinsker: TV <= sqrt(KL / 2); Jensen lets you use the mean KL inside the square root."),
-    checks=(number("the bound on the student's risk", 0.30), *concept_checks("number")),  # 0.10 + sqrt(0.04)
+    checks=(number("the bound on the student's risk", 0.30), *answer_function_checks("number")),  # 0.10 + sqrt(0.04)
 )
 
 EXERCISES = [Q13_1, Q13_2, Q13_3]

@@ -101,13 +101,13 @@ Q14_1 = Exercise(
                                   n_cases=8, seed=2, atol=1e-5)),
 )
 
-from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, choice  # noqa: E402  (concept questions)
 
 Q14_2 = Exercise(
     id='q14_2', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:projection_direction_choice",
     statement="Concept question (return one letter). A student of width 192 learns from a teacher of width 384 with an MSE hidden-state loss. Which projection is right? A: a learned W (384 x 192) lifts the student's states to the teacher's width; B: a learned W (192 x 384) projects the teacher's states down to the student's width; C: either, they are equivalent; D: no projection, compare the student with the teacher's first 192 channels.",
     hints=("What can training do to a projection applied on the teacher's side?",),
-    checks=(choice("the letter of the right answer", 'A'), *concept_checks("letter")),
+    checks=(choice("the letter of the right answer", 'A'), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q14_1, Q14_2]

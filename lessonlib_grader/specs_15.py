@@ -83,13 +83,13 @@ Q15_1 = Exercise(
     ),
 )
 
-from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, choice  # noqa: E402  (concept questions)
 
 Q15_2 = Exercise(
     id='q15_2', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:exit_speedup_choice",
     statement="Concept question (return one letter). In this chapter tokens use far fewer blocks at a calibrated threshold, yet generation is barely faster. Why? A: every exit check is a projection onto the whole vocabulary, several times a block's multiply-adds, and skipped blocks still compute keys and values; B: the early exits predict wrong tokens; C: the threshold was calibrated on perplexity; D: the model is too small to exit early.",
     hints=('Compare the multiply-adds of one exit check with one block (the first cell).',),
-    checks=(choice("the letter of the right answer", 'A'), *concept_checks("letter")),
+    checks=(choice("the letter of the right answer", 'A'), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q15_1, Q15_2]

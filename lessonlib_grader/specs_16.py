@@ -141,13 +141,13 @@ Q16_1 = Exercise(
 )
 
 from .checks import literal  # noqa: E402
-from .specs_13 import concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks  # noqa: E402  (concept questions)
 
 Q16_2 = Exercise(
     id='q16_2', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:imp_fraction_left",
     statement='Concept question (a number). Iterative magnitude pruning removes 20% of the remaining weights in each round (ignore the output layer). What fraction of the weights is left after 5 rounds?',
     hints=('Each round keeps 80% of what the previous round kept.',),
-    checks=(literal("the number", (), expected=0.32768, rtol=1e-6), *concept_checks("number")),
+    checks=(literal("the number", (), expected=0.32768, rtol=1e-6), *answer_function_checks("number")),
 )
 
 EXERCISES = [Q16_1, Q16_2]

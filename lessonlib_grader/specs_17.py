@@ -102,13 +102,13 @@ Q17_1 = Exercise(
 )
 
 from .checks import literal  # noqa: E402
-from .specs_13 import concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks  # noqa: E402  (concept questions)
 
 Q17_2 = Exercise(
     id='q17_2', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:largest_saving_rank",
     statement="Concept question (a number). SmolLM2's down projection is 576 x 1536. What is the largest rank r at which its split B A (B: 576 x r, A: r x 1536) stores fewer numbers than the dense matrix?",
     hints=('The split stores r (d_in + d_out) numbers.',),
-    checks=(literal("the number", (), expected=418, rtol=1e-6), *concept_checks("number")),
+    checks=(literal("the number", (), expected=418, rtol=1e-6), *answer_function_checks("number")),
 )
 
 EXERCISES = [Q17_1, Q17_2]

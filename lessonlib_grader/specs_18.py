@@ -112,13 +112,13 @@ Q18_1 = Exercise(
 )
 
 from .checks import literal  # noqa: E402
-from .specs_13 import concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks  # noqa: E402  (concept questions)
 
 Q18_2 = Exercise(
     id='q18_2', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:clustered_bytes",
     statement='Concept question (a number). A 576 x 1536 weight is clustered into k = 16 shared values: each weight stores a 4-bit index, and the codebook stores 16 float32 values. How many bytes in all?',
     hints=('n weights times log2(k) bits, divided by 8, plus 4 bytes per centroid.',),
-    checks=(literal("the number", (), expected=442432, rtol=1e-6), *concept_checks("number")),
+    checks=(literal("the number", (), expected=442432, rtol=1e-6), *answer_function_checks("number")),
 )
 
 EXERCISES = [Q18_1, Q18_2]

@@ -15,7 +15,7 @@ import torch
 
 from .checks import Check, CheckFailure, assert_close, call, literal, prop
 from .registry import Exercise
-from .specs_13 import concept_checks, number
+from .concept import answer_function_checks, number
 
 
 def _kind(kind: str):
@@ -273,7 +273,7 @@ Q19_4 = Exercise(
               "problem says). Return its size in MB (10^6 bytes) as a number.",
     hints=("Survivors: 10^7. Each costs 1.5 bits after coding; the 4-bit step only tells you the coder's input.",
            "Bits to bytes: divide by 8."),
-    checks=(number("the size in MB", 1.875), *concept_checks("number")),  # 1e7 * 1.5 / 8 / 1e6
+    checks=(number("the size in MB", 1.875), *answer_function_checks("number")),  # 1e7 * 1.5 / 8 / 1e6
 )
 
 EXERCISES = [Q19_1, Q19_2, Q19_3, Q19_4]

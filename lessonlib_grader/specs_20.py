@@ -209,13 +209,13 @@ Q20_2 = Exercise(
     checks=(_relu_literal, _relu_gate_only, _relu_permutation, _relu_random),
 )
 
-from .specs_13 import choice, concept_checks  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, choice  # noqa: E402  (concept questions)
 
 Q20_3 = Exercise(
     id='q20_3', points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:batched_skip_choice",
     statement='Concept question (return one letter). A batched down projection multiplies the FFN intermediate of 32 tokens at once. Which units may it skip? A: units that are zero for at least one token of the batch; B: units that are zero for every token of the batch; C: units whose mean activation over the batch is near zero; D: units that are zero for the first token.',
     hints=('A skipped row of W_down^T is skipped for every token of the batch.',),
-    checks=(choice("the letter of the right answer", 'B'), *concept_checks("letter")),
+    checks=(choice("the letter of the right answer", 'B'), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q20_1, Q20_2, Q20_3]

@@ -91,7 +91,7 @@ Q21_1 = Exercise(
     checks=(_fits, _all_fit, _tie, _inclusive, _first, _none_fits, _random),
 )
 
-from .specs_13 import choice, concept_checks, number  # noqa: E402  (concept questions)
+from .concept import answer_function_checks, choice, number  # noqa: E402  (concept questions)
 
 Q21_2 = Exercise(
     id="q21_2", points=2, notebook=NOTEBOOK, reference="lessonlib.concepts:llama70b_7b_int4_ratio",
@@ -99,7 +99,7 @@ Q21_2 = Exercise(
               "weights are then stored in INT4 (4 bits per weight; ignore scales and the embedding's format). "
               "How many times smaller is the final model than the 70B fp16 model?",
     hints=("Bytes per weight: fp16 = 2, INT4 = 0.5.", "Compute both sizes in bytes, then divide."),
-    checks=(number("the ratio", 40.0), *concept_checks("number")),  # 140 GB / 3.5 GB
+    checks=(number("the ratio", 40.0), *answer_function_checks("number")),  # 140 GB / 3.5 GB
 )
 
 Q21_3 = Exercise(
@@ -112,7 +112,7 @@ Q21_3 = Exercise(
               "quantizes without revisiting that choice; C: only when the model is fine-tuned afterwards; D: "
               "when the two steps commute.",
     hints=("Where does each method put the error of the second step?",),
-    checks=(choice("the letter of the right explanation", "B"), *concept_checks("letter")),
+    checks=(choice("the letter of the right explanation", "B"), *answer_function_checks("letter")),
 )
 
 Q21_4 = Exercise(
@@ -122,7 +122,7 @@ Q21_4 = Exercise(
               "per nonzero beside its 4-bit code (ignore the row pointers and the scales, which both layouts share "
               "with dense INT4). Above which sparsity s does the sparse layout hold fewer bytes than dense INT4?",
     hints=("Bytes per weight: dense INT4 0.5; sparse (1 - s) x (0.5 + 2).",),
-    checks=(number("the break-even sparsity", 0.8), *concept_checks("number")),  # (1 - s) 2.5 < 0.5
+    checks=(number("the break-even sparsity", 0.8), *answer_function_checks("number")),  # (1 - s) 2.5 < 0.5
 )
 
 Q21_5 = Exercise(
@@ -132,7 +132,7 @@ Q21_5 = Exercise(
               "latency of a forward pass, beyond the machine's noise? A: the bit width; B: the magnitude sparsity; "
               "C: the fraction of blocks dropped; D: all three, since each one shrinks the file.",
     hints=("Which of the three changes the number of multiply-adds a dense kernel performs?",),
-    checks=(choice("the letter of the right answer", "C"), *concept_checks("letter")),
+    checks=(choice("the letter of the right answer", "C"), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q21_1, Q21_2, Q21_3, Q21_4, Q21_5]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .registry import Exercise
-from .specs_13 import choice, concept_checks
+from .concept import answer_function_checks, choice
 
 NOTEBOOK = "22_reproducing_the_sources"
 
@@ -17,7 +17,7 @@ Q22_1 = Exercise(
               "the source; C: invalid run, because the three shapes disagree; D: does not hold, which shows that "
               "the source's number is wrong.",
     hints=("An AND of three conditions needs all three.", "How far outside the range is 0.9 on this grid?"),
-    checks=(choice("the letter of the right reading", "B"), *concept_checks("letter")),
+    checks=(choice("the letter of the right reading", "B"), *answer_function_checks("letter")),
 )
 
 EXERCISES = [Q22_1]

@@ -15,7 +15,7 @@ import torch
 
 from .checks import agrees_with_reference, assert_close, call, literal, prop
 from .registry import Exercise
-from .specs_13 import concept_checks  # chapter 13 helpers: (answer type, reference agreement)
+from .concept import answer_function_checks  # concept questions: (answer type, reference agreement)
 
 NOTEBOOK = "23_roofline"
 
@@ -70,7 +70,7 @@ Q23_2 = Exercise(
               "call does its compute time equal its weight-reading time (where it stops being memory-bound)?",
     hints=("Per weight: 2 T FLOPs against 0.5 bytes read once, whatever T is.",
            "Set 2 T / peak = b_w / bandwidth and solve for T; compare with fp32 (4 bytes per weight)."),
-    checks=(literal("the number", (), expected=2.5, rtol=1e-3), *concept_checks("number")),
+    checks=(literal("the number", (), expected=2.5, rtol=1e-3), *answer_function_checks("number")),
 )
 
 EXERCISES = [Q23_1, Q23_2]

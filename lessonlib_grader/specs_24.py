@@ -13,7 +13,7 @@ import torch
 
 from .checks import Check, CheckFailure, assert_close, call, literal as _literal, prop
 from .registry import Exercise
-from .specs_13 import concept_checks  # chapter 13 helpers: (answer type, reference agreement)
+from .concept import answer_function_checks  # concept questions: (answer type, reference agreement)
 
 NOTEBOOK = "24_number_formats"
 
@@ -116,7 +116,7 @@ Q24_2 = Exercise(
               "bits does one weight cost, everything included?",
     hints=("4 bits for the element, plus its share of the block's 8-bit absmax.",
            "The fp32 constant is shared by 256 blocks of 64 weights."),
-    checks=(_literal("the number", (), expected=4.126953125, rtol=1e-5), *concept_checks("number")),
+    checks=(_literal("the number", (), expected=4.126953125, rtol=1e-5), *answer_function_checks("number")),
 )
 
 EXERCISES = [Q24_1, Q24_2]

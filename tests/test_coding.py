@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lessonlib.coding import (CorruptStreamError, HuffmanCode, RansModel, c37_bits_per_weight, c40_sizes,
+from lessonlib.coding import (CorruptStreamError, HuffmanCode, RansModel, coded_bits_per_weight, prune_quantize_code_sizes,
                               canonical_codes, compare_coders, deep_compress, huffman_code_lengths, huffman_decode,
                               huffman_encode, pack_fixed_width, quantize_frequencies, rans_decode, rans_encode,
                               shannon_entropy, unpack_fixed_width)
@@ -254,28 +254,32 @@ def test_deep_compress_stages_and_exact_round_trip():
     assert torch.equal(rr.weight, r.weight)
 
 
-def test_c40_arithmetic():
-    out = c40_sizes()
+def test_prune_quantize_code_sizes_worked_problem():
+    # 100M fp32 weights, 90% pruned, 4-bit survivors coded at 1.5 bits: 400 MB -> 5 MB -> 1.875 MB
+    out = prune_quantize_code_sizes(100_000_000, 0.9, 4, 1.5)
     assert out["dense_fp32"] == 400e6 and out["quantized_values"] == 5e6
     assert out["final"] == pytest.approx(1.875e6) and out["ratio"] == pytest.approx(213.333, rel=1e-4)
-    assert c40_sizes(position_bits_per_nonzero=4.0)["final"] == pytest.approx(1.875e6 + 5e6)
-    with pytest.raises(ValueError):
-        c40_sizes(prune_fraction=1.0)
+    assert prune_quantize_code_sizes(100_000_000, 0.9, 4, 1.5, position_bits_per_nonzero=4.0)["final"] == \
+        pytest.approx(1.875e6 + 5e6)
+    with pytest.raises(ValueError, match="prune_fraction=1.0"):
+        prune_quantize_code_sizes(100_000_000, 1.0, 4, 1.5)
+    with pytest.raises(ValueError, match="coded_bits_per_nonzero=0"):
+        prune_quantize_code_sizes(100_000_000, 0.9, 4, 0)
 
 
-def test_c37_on_gaussian_weight():
+def test_coded_bits_per_weight_on_gaussian_weight():
     w = torch.randn(256, 512, generator=torch.Generator().manual_seed(13))
-    out = c37_bits_per_weight(w, sparsity=0.8, bits=4)
+    out = coded_bits_per_weight(w, sparsity=0.8, bits=4)
     assert out["zero_fraction"] >= 0.8
     assert out["entropy"] <= out["rans"] < 2.0
     assert 1.0 <= out["huffman"] < 2.0
 
 
 @pytest.mark.model
-def test_c37_on_smollm2_mlp_weight():
+def test_coded_bits_per_weight_on_smollm2_mlp_weight():
     from lessonlib.models import decoder_blocks, load_model
 
     model, _ = load_model(device="cpu")
     w = decoder_blocks(model)[10].mlp.down_proj.weight.detach()
-    out = c37_bits_per_weight(w)
+    out = coded_bits_per_weight(w, sparsity=0.8, bits=4)
     assert 1.0 <= out["rans"] <= 2.0 and out["rans"] <= 1.01 * out["entropy"] + 0.01

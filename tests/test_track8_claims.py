@@ -6,7 +6,7 @@ from lessonlib.claims import registry
 from lessonlib.claims.exp_lowrank import smoothness
 from lessonlib.config import PROFILES, get_profile
 from lessonlib.lowrank.energy import layer_factors, truncate_by_energy
-from lessonlib.models import block_linears, decoder_blocks, get_weight, set_weight, tiny_causal_lm
+from lessonlib.models import block_linears, decoder_blocks, get_weight, linear_modules, set_weight, tiny_causal_lm
 
 
 def test_smoothness_literal_and_order_free():
@@ -41,29 +41,35 @@ def _tiny():
     return model
 
 
-def test_layer_factors_rebuild_weights_and_stride():
+UP0 = "model.layers.0.mlp.up_proj"  # the rank-1 layer of _tiny(), by full module name
+
+
+def test_layer_factors_rebuild_weights_stride_and_full_names():
     model = _tiny()
     f = layer_factors(model)
-    assert sorted({k.split(".")[0] for k in f}) == ["0", "1"] and len(f) == 14
+    lins = linear_modules(model)
+    assert list(f) == list(lins) and len(f) == 14  # every block linear, by full name, in module order
+    assert UP0 in f and "model.layers.1.self_attn.q_proj" in f
     for key, (A, B) in f.items():
-        i, name = key.split(".", 1)
-        w = get_weight(block_linears(decoder_blocks(model)[int(i)])[name])
+        w = get_weight(lins[key])
         assert A.shape == (min(w.shape), w.shape[1]) and B.shape == (w.shape[0], min(w.shape))
         torch.testing.assert_close(B @ A, w, atol=1e-5, rtol=1e-5)
-    assert {k.split(".")[0] for k in layer_factors(model, block_stride=2)} == {"0"}
+    assert {k.split(".")[2] for k in layer_factors(model, block_stride=2)} == {"0"}
+    picked = layer_factors(model, filter_fn=lambda m, fqn: fqn.endswith("down_proj"))
+    assert list(picked) == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
     with pytest.raises(ValueError, match="block_stride"):
         layer_factors(model, 0)
+    with pytest.raises(TypeError, match="filter_fn"):
+        layer_factors(model, filter_fn="mlp")
 
 
 def test_truncate_by_energy_rank_one_layer_and_dense_fallback():
     model = _tiny()
-    before = {k: get_weight(block_linears(decoder_blocks(model)[int(k[0])])[k[2:]]).clone()
-              for k in layer_factors(model)}
+    before = {k: get_weight(lin).clone() for k, lin in linear_modules(model).items()}
     f = layer_factors(model)
     rep = truncate_by_energy(model, f, 0.999)
-    up = block_linears(decoder_blocks(model)[0])["mlp.up_proj"]
-    out_f, in_f = get_weight(up).shape
-    torch.testing.assert_close(get_weight(up), before["0.mlp.up_proj"], atol=1e-5, rtol=1e-5)  # rank 1 is exact
+    up = model.get_submodule(UP0)
+    torch.testing.assert_close(get_weight(up), before[UP0], atol=1e-5, rtol=1e-5)  # rank 1 is exact
     assert rep["layers_factorised"] >= 1
     assert rep["params_dense"] == sum(w.numel() for w in before.values())
     assert rep["params_kept"] < rep["params_dense"]
@@ -72,23 +78,27 @@ def test_truncate_by_energy_rank_one_layer_and_dense_fallback():
     f2 = layer_factors(model2)
     rep2 = truncate_by_energy(model2, f2, 1.0)
     assert rep2 == {"params_dense": rep["params_dense"], "params_kept": rep["params_dense"], "layers_factorised": 0}
-    w2 = get_weight(block_linears(decoder_blocks(model2)[1])["self_attn.q_proj"])
-    assert torch.equal(w2, before["1.self_attn.q_proj"])
+    w2 = get_weight(model2.get_submodule("model.layers.1.self_attn.q_proj"))
+    assert torch.equal(w2, before["model.layers.1.self_attn.q_proj"])
 
 
 def test_truncate_by_energy_counts_rank_r_params():
     model = _tiny()
-    f = {"0.mlp.up_proj": layer_factors(model)["0.mlp.up_proj"]}
+    f = {UP0: layer_factors(model)[UP0]}
     rep = truncate_by_energy(model, f, 0.5)
-    out_f, in_f = get_weight(block_linears(decoder_blocks(model)[0])["mlp.up_proj"]).shape
+    out_f, in_f = get_weight(model.get_submodule(UP0)).shape
     assert rep == {"params_dense": out_f * in_f, "params_kept": out_f + in_f, "layers_factorised": 1}
 
 
-def test_truncate_by_energy_rejects_foreign_factors():
+def test_truncate_by_energy_rejects_foreign_factors_and_block_relative_names():
     model = _tiny()
-    A, B = layer_factors(model)["0.mlp.up_proj"]
+    A, B = layer_factors(model)[UP0]
+    w0 = get_weight(model.get_submodule(UP0)).clone()
     with pytest.raises(ValueError, match="do not fit"):
-        truncate_by_energy(model, {"0.mlp.down_proj": (A, B)}, 0.9)
+        truncate_by_energy(model, {"model.layers.0.mlp.down_proj": (A, B)}, 0.9)
+    with pytest.raises(ValueError, match="full module names"):  # the old "{block}.{name}" keys
+        truncate_by_energy(model, {"0.mlp.up_proj": (A, B)}, 0.9)
+    assert torch.equal(get_weight(model.get_submodule(UP0)), w0)  # refused before anything was written
 
 
 def test_sizes_and_registration():

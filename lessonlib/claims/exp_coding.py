@@ -17,12 +17,12 @@ _CODED_LAYERS = ("self_attn.q_proj", "mlp.gate_proj", "mlp.down_proj")
 
 @experiment("C37")
 def c37(ctx: Context) -> Outcome:
-    from ..coding.compare import c37_bits_per_weight
+    from ..coding.compare import coded_bits_per_weight
 
     model, _ = ctx.model()
     mid = len(decoder_blocks(model)) // 2
     lins = block_linears(decoder_blocks(model)[mid])
-    res = {name: c37_bits_per_weight(get_weight(lins[name]), sparsity=0.8, bits=4) for name in _CODED_LAYERS}
+    res = {name: coded_bits_per_weight(get_weight(lins[name]), sparsity=0.8, bits=4) for name in _CODED_LAYERS}
     measured = {f"{n}_{k}": v for n, r in res.items() for k, v in r.items() if k != "raw_bits"}
     verdict = rules.all_of(*(rules.within(r["rans"], 1.0, 2.0, f"rANS bits per weight, block {mid} {n}")
                              for n, r in res.items()))
@@ -49,11 +49,12 @@ def c40_real_tensor(ctx: Context) -> dict:
 
 @experiment("C40")
 def c40(ctx: Context) -> Outcome:
+    from ..coding.compare import prune_quantize_code_sizes
+
     n = 100_000_000
-    fp32 = bytes_at_precision(n, 32)
-    nonzero = int(round(n * 0.10))
-    int4 = bytes_at_precision(nonzero, 4)
-    coded = bytes_at_precision(nonzero, 1.5)
+    sizes = prune_quantize_code_sizes(n, prune_fraction=0.9, bits=4, coded_bits_per_nonzero=1.5)
+    fp32, int4, coded = sizes["dense_fp32"], sizes["quantized_values"], sizes["coded_values"]
+    nonzero = int(sizes["nonzero"])
     real = c40_real_tensor(ctx)  # Deep Compression of a real SmolLM2 tensor, 90% pruned, 16 shared values
     real_per_nz = real["bits_per_nonzero_with_positions"]
     measured = {"fp32_MB": fp32 / 1e6, "pruned_4bit_MB": int4 / 1e6, "coded_MB": coded / 1e6,

@@ -42,6 +42,7 @@ def _budgets(conf, nll, top1, name: str) -> tuple[dict, dict]:
 @experiment("C10")
 def c10(ctx: Context) -> Outcome:
     from ..data import calibration_batches, eval_tokens, windows
+    from ..evaluate import perplexity_from_window_nlls
     from ..exit.classifier import classifier_confidence, consistency_data, train_exit_classifier
     from ..exit.decide import exit_statistics
     from ..exit.heads import ExitHeads, train_exit_heads
@@ -68,7 +69,8 @@ def c10(ctx: Context) -> Outcome:
     measured: dict = {"blocks": L, "tokens": int(nll[-1].numel()), "head_steps": steps,
                       "head_kd_loss_first": head_losses[0], "head_kd_loss_last": head_losses[-1],
                       "head_kd_loss_left": loss_left,
-                      "last_head_ppl_vs_full": float(nll[-2].mean().exp() / nll[-1].mean().exp()),
+                      "last_head_ppl_vs_full": (perplexity_from_window_nlls(nll[-2].mean(1), wins.shape[1])
+                                                / perplexity_from_window_nlls(nll[-1].mean(1), wins.shape[1])),
                       "classifier_bce_first_last": [clf_losses[0], clf_losses[-1]],
                       "classifier_train_agree_share": float(agree.float().mean())}
     keep = {}

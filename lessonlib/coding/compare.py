@@ -7,8 +7,10 @@
 * ``deep_compress``: Han, Mao & Dally (2016), "Deep Compression": magnitude prune -> k-means weight sharing
   -> entropy coding, storing positions as relative indices with filler zeros (their Fig. 2) and reporting the
   real byte count of each stage, then decoding the final bytes and checking the weights come back exactly.
-* ``c40_sizes`` (the worked problem of claim C40) and ``c37_bits_per_weight`` (claim C37: 4-bit weights
-  with 80% zeros code to 1-2 bits per weight) on real tensors.
+* ``prune_quantize_code_sizes``: the bytes of a model of ``params`` weights at each step of prune ->
+  quantize -> entropy-code, on paper (with or without the cost of the positions), and
+  ``coded_bits_per_weight``: the real bits per weight of a pruned, quantized tensor whose codes (zeros
+  included) are entropy coded.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from .rans import rans_decode, rans_encode
 
 __all__ = ["shannon_entropy", "raw_symbol_bytes", "general_purpose_sizes", "CoderResult", "compare_coders",
            "format_results", "relative_index_encode", "relative_index_decode", "DeepCompressionResult",
-           "deep_compress", "c40_sizes", "c37_bits_per_weight", "pruned_codes", "CODERS"]
+           "deep_compress", "prune_quantize_code_sizes", "coded_bits_per_weight", "pruned_codes", "CODERS"]
 
 CODERS = {"huffman": (huffman_encode, huffman_decode), "rans": (rans_encode, rans_decode)}
 
@@ -224,17 +226,22 @@ def deep_compress(w: torch.Tensor, sparsity: float = 0.9, k: int = 16, gap_bits:
                                  len(coded_gaps), rebuilt)
 
 
-def c40_sizes(params: int = 100_000_000, prune_fraction: float = 0.9, bits: int = 4,
-              coded_bits_per_nonzero: float = 1.5, position_bits_per_nonzero: float = 0.0) -> dict[str, float]:
-    """Claim C40's arithmetic: fp32 -> prune -> ``bits``-bit -> entropy coded, in bytes at each step.
+def prune_quantize_code_sizes(params: int, prune_fraction: float, bits: int, coded_bits_per_nonzero: float,
+                              position_bits_per_nonzero: float = 0.0) -> dict[str, float]:
+    """Bytes at each step of Deep Compression's pipeline (Han et al. 2016) for ``params`` fp32 weights: dense
+    -> prune ``prune_fraction`` -> quantize the survivors to ``bits`` -> entropy-code them at
+    ``coded_bits_per_nonzero`` bits each, plus ``position_bits_per_nonzero`` for where they are.
 
-    The textbook problem ignores where the nonzeros are (``position_bits_per_nonzero=0``); pass e.g. the
-    measured ``DeepCompressionResult.position_bits_per_nonzero`` to include it.
+    The textbook version ignores the positions (``position_bits_per_nonzero=0``); pass e.g. the measured
+    ``DeepCompressionResult.position_bits_per_nonzero`` to include them.  Keys: ``dense_fp32``, ``nonzero``
+    (a count), ``pruned_fp32_values``, ``quantized_values``, ``coded_values``, ``positions``, ``final`` (bytes)
+    and ``ratio`` (dense / final).
     """
     if not 0 <= prune_fraction < 1:
         raise ValueError(f"prune_fraction={prune_fraction} is outside [0, 1)")
     if params <= 0 or coded_bits_per_nonzero <= 0 or position_bits_per_nonzero < 0:
-        raise ValueError("params and coded_bits_per_nonzero must be positive, position bits >= 0")
+        raise ValueError(f"params={params} and coded_bits_per_nonzero={coded_bits_per_nonzero} must be positive, "
+                         f"position_bits_per_nonzero={position_bits_per_nonzero} >= 0")
     nnz = round(params * (1 - prune_fraction))
     out = {"dense_fp32": bytes_at_precision(params, 32), "nonzero": float(nnz),
            "pruned_fp32_values": bytes_at_precision(nnz, 32), "quantized_values": bytes_at_precision(nnz, bits),
@@ -256,12 +263,13 @@ def pruned_codes(w: torch.Tensor, sparsity: float = 0.8, bits: int = 4, group_si
     return (codes * keep).to(torch.int8 if bits <= 8 else torch.int16).numpy()
 
 
-def c37_bits_per_weight(w: torch.Tensor, sparsity: float = 0.8, bits: int = 4,
-                        group_size: int = -1) -> dict[str, float]:
-    """Claim C37 on a real weight (out, in): prune ``sparsity`` by magnitude, quantize symmetrically to
-    ``bits`` (per output channel by default; pruned weights stay code 0), and code the codes of *all* weights.
+def coded_bits_per_weight(w: torch.Tensor, sparsity: float, bits: int, group_size: int = -1) -> dict[str, float]:
+    """Real bits per weight of a pruned and quantized weight (out, in) whose codes are entropy coded: prune
+    ``sparsity`` by magnitude, quantize symmetrically to ``bits`` (per output channel by default; pruned
+    weights stay code 0), and code the codes of *all* weights (zeros included, so no positions are stored).
 
-    Returns the zero fraction, entropy, and real bits per weight of Huffman, rANS and zstd (headers included).
+    Returns the zero fraction, the order-0 entropy, and the bits per weight of Huffman, rANS and zstd-19 as
+    real byte strings (headers included), with ``raw_bits`` = ``bits`` for comparison.
     """
     codes = pruned_codes(w, sparsity, bits, group_size)  # (out, in)
     n = codes.size

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..evaluate import perplexity_from_window_nlls
+from ..evaluate import perplexity_from_window_nlls, token_nlls
 from .heads import ExitHeads, block_outputs, check_llama_like
 
 __all__ = ["confidence", "exit_decision", "exit_statistics", "SweepPoint", "threshold_sweep",
@@ -81,9 +81,10 @@ def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, m
         hs = block_outputs(model, x)
         c_w, n_w, t_w = [], [], []
         for i, h in enumerate(hs):
-            z = heads.logits(i, h)[0, :-1].float()  # (T-1, V)
+            full = heads.logits(i, h)[0]  # (T, V)
+            z = full[:-1].float()  # (T-1, V): position t predicts t+1
             c_w.append(confidence(z, metric))
-            n_w.append(-torch.log_softmax(z, -1).gather(-1, x[0, 1:, None]).squeeze(-1))  # (T-1,)
+            n_w.append(token_nlls(full, x[0]))  # (T-1,)
             t_w.append(z.argmax(-1))
         confs.append(torch.stack(c_w))
         nlls.append(torch.stack(n_w))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..evaluate import next_token_nll, perplexity_from_window_nlls
+from ..evaluate import perplexity_from_window_nlls, window_nlls
 
 __all__ = ["quantize_kv", "kv_bytes_per_token", "QuantizedKVCache", "kv_perplexity"]
 
@@ -96,15 +96,9 @@ def kv_perplexity(model: nn.Module, windows: torch.Tensor, bits: int | None = No
 
     The whole window runs in one forward with the cache on; attention then reads every key/value back from
     the (quantized) cache, as decoding would."""
-    if windows.dim() != 2 or windows.shape[1] < 2:
-        raise ValueError(f"windows must be (W, T) with T >= 2, got {tuple(windows.shape)}")
+    if bits is not None:
+        _check(bits, granularity)
     cls = _cache_class()
-    nlls = []
-    dev = next(model.parameters()).device
-    for w in windows:
-        x = w.unsqueeze(0).to(dev)  # (1, T)
-        cache = cls(bits, granularity) if bits is not None else None
-        kw = {"past_key_values": cache, "use_cache": True} if cache is not None else {"use_cache": False}
-        logits = model(x, **kw).logits  # (1, T, V)
-        nlls.append(next_token_nll(logits[0], x[0]).item())
-    return perplexity_from_window_nlls(torch.tensor(nlls, dtype=torch.float64), windows.shape[1])
+    kw = None if bits is None else (lambda: {"past_key_values": cls(bits, granularity), "use_cache": True})
+    nlls = window_nlls(model, windows, forward_kwargs=kw)  # (W,), a fresh cache per window
+    return perplexity_from_window_nlls(nlls.double(), windows.shape[1])

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..calib import HessianStats, run_sequential
 from ..config import progress_disabled
-from ..evaluate import next_token_nll
+from ..evaluate import window_nlls
 from ..models import block_linears, decoder_blocks, get_weight, set_weight
 from .affine import QuantScheme, fake_quant
 from ..models import is_linear_like
@@ -202,13 +202,6 @@ def hessian_sensitivities(model: nn.Module, calib: torch.Tensor, bits_options: S
 
 
 @torch.no_grad()
-def _mean_nll(model: nn.Module, windows: torch.Tensor) -> float:
-    dev = next(model.parameters()).device
-    return float(torch.stack([next_token_nll(model(w[None].to(dev), use_cache=False).logits[0], w.to(dev))
-                              for w in windows]).mean())
-
-
-@torch.no_grad()
 def measured_sensitivities(model: nn.Module, windows: torch.Tensor, groups: Mapping[str, Sequence[str]],
                            bits_options: Sequence[int] = (3, 4, 8), group_size: int = 64,
                            sym: bool = True) -> dict[str, dict[int, float]]:
@@ -217,7 +210,7 @@ def measured_sensitivities(model: nn.Module, windows: torch.Tensor, groups: Mapp
     sch = _schemes(bits_options, group_size, sym)
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise ValueError(f"windows must be (W, T) tokens with T >= 2, got {tuple(windows.shape)}")
-    base = _mean_nll(model, windows)
+    base = float(window_nlls(model, windows).mean())  # mean over the (W,) per-window NLLs
     out: dict[str, dict[int, float]] = {}
     for g, ns in tqdm(groups.items(), desc="sensitivity", disable=progress_disabled(), leave=False):
         mods = [model.get_submodule(n) for n in ns]
@@ -226,7 +219,7 @@ def measured_sensitivities(model: nn.Module, windows: torch.Tensor, groups: Mapp
         for b, s in sch.items():
             for m, w in zip(mods, saved):
                 set_weight(m, fake_quant(w, s))
-            out[g][b] = _mean_nll(model, windows) - base
+            out[g][b] = float(window_nlls(model, windows).mean()) - base
             for m, w in zip(mods, saved):
                 set_weight(m, w)
     return out
