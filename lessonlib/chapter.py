@@ -114,7 +114,8 @@ def runtime_note(notebook: str, path: str | None = None) -> str:
         row = rows.get(notebook)
         if row:
             secs = row_seconds(row)
-            parts.append(f"`{prof}` {secs / 60:.1f} min" + (" of CPU" if secs != float(row["seconds"]) else ""))
+            cpu = bool(row.get("contended")) and row.get("cpu_seconds") is not None  # row_seconds' own rule
+            parts.append(f"`{prof}` {secs / 60:.1f} min" + (" of CPU" if cpu else ""))
     machine = data.get("machine", "")
     if not parts:
         return "Runtime: not measured yet (`make timings`)."
