@@ -94,10 +94,16 @@ def cite(key: str) -> str:
     return s + (f", {e['where']}" if e.get("where") else "")
 
 
+def row_is_cpu(row: dict) -> bool:
+    """Whether a ``reports/timings.json`` row stands for CPU time: marked ``contended`` (taken on a shared machine
+    with one thread) and carrying its kernel's CPU seconds."""
+    return bool(row.get("contended")) and row.get("cpu_seconds") is not None
+
+
 def row_seconds(row: dict) -> float:
-    """The runtime a ``reports/timings.json`` row stands for: its wall seconds, or for a row marked ``contended``
-    (taken on a shared machine with one thread) its kernel's CPU seconds, which other jobs cannot inflate."""
-    if row.get("contended") and row.get("cpu_seconds") is not None:
+    """The runtime a ``reports/timings.json`` row stands for: its wall seconds, or for a CPU row (``row_is_cpu``)
+    its kernel's CPU seconds, which other jobs cannot inflate."""
+    if row_is_cpu(row):
         return float(row["cpu_seconds"])
     return float(row["seconds"])
 
@@ -114,7 +120,7 @@ def runtime_note(notebook: str, path: str | None = None) -> str:
         row = rows.get(notebook)
         if row:
             secs = row_seconds(row)
-            cpu = bool(row.get("contended")) and row.get("cpu_seconds") is not None  # row_seconds' own rule
+            cpu = row_is_cpu(row)
             parts.append(f"`{prof}` {secs / 60:.1f} min" + (" of CPU" if cpu else ""))
     machine = data.get("machine", "")
     if not parts:

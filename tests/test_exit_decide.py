@@ -6,7 +6,7 @@ from transformers import DynamicCache
 
 from lessonlib.exit.decide import (confidence, early_exit_generate, exit_decision, exit_statistics,
                                    threshold_sweep)
-from lessonlib.exit.heads import ExitHeads
+from lessonlib.exit.heads import ExitHeads, block_outputs
 from lessonlib.models import tiny_causal_lm
 
 
@@ -55,6 +55,15 @@ def test_threshold_sweep_endpoints(sharp_lm):
     assert torch.allclose(nll[-1], ref, atol=1e-4)
     pts = threshold_sweep(conf, nll, [2.0, 0.0])
     full, first = pts
+    # one softmax serves both outputs: each exit's (conf, nll) equal confidence() and token_nlls() of its logits
+    from lessonlib.evaluate import token_nlls
+    for metric in ("maxprob", "entropy"):
+        c_m, n_m, top = exit_statistics(sharp_lm, heads, w, metric=metric, with_top1=True)
+        for i, h in enumerate(block_outputs(sharp_lm, w[1:2])):
+            z = heads.logits(i, h)[0]  # (T, V)
+            assert torch.equal(n_m[i, 1], token_nlls(z, w[1]))
+            assert torch.equal(c_m[i, 1], confidence(z[:-1], metric))
+            assert torch.equal(top[i, 1], z[:-1].argmax(-1))
     assert full.mean_blocks == 4 and full.exit_histogram == [0, 0, 0, 22]
     assert full.ppl == pytest.approx(math.exp(ref.mean().item()), rel=1e-4)
     assert first.mean_blocks == 1 and first.speedup_bound == 4 and first.exit_histogram == [22, 0, 0, 0]

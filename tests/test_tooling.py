@@ -68,9 +68,11 @@ def test_contended_rows_are_judged_by_cpu_time():
     t = _tool("timings")
     busy = {"seconds": 400.0, "cpu_seconds": 200.0, "max_cell_seconds": 90.0, "contended": True}
     idle = {"seconds": 400.0, "cpu_seconds": 200.0, "max_cell_seconds": 90.0}
-    assert t.minutes(busy) == 200.0 and t.minutes(idle) == 400.0
+    assert t.row_seconds(busy) == 200.0 and t.row_seconds(idle) == 400.0
     md = t.table({"machine": "m", "profiles": {"lab": {"a": busy, "b": idle}}})
     assert "| a | 3.3ᶜ (90 s) |" in md and "| b | **6.7 (90 s) ⚠** |" in md and "10.0 min in all" in md
+    even = dict(busy, seconds=200.0)  # a contended row whose CPU equals its wall is still a CPU row (marked)
+    assert "| c | 3.3ᶜ (90 s) |" in t.table({"machine": "m", "profiles": {"lab": {"c": even}}})
     with pytest.raises(SystemExit):
         t.main(["--profile", "lab", "--contended", "--threads", "2"])
 

@@ -60,7 +60,7 @@ def execute(path: str, profile: str, threads: str = "1", timeout: int = 1800) ->
     return dict(summary(result.seconds, result.cell_seconds), cpu_seconds=result.cpu_seconds)
 
 
-from lessonlib.chapter import row_seconds as minutes  # noqa: E402 - one rule for the table and the chapters
+from lessonlib.chapter import row_is_cpu, row_seconds  # noqa: E402 - one rule for the table and the chapters
 
 
 def summary(seconds: float, cell_seconds: dict) -> dict:
@@ -142,13 +142,13 @@ def table(data: dict) -> str:
             if not row:
                 cells.append("—")
                 continue
-            mark = "ᶜ" if minutes(row) != row["seconds"] else ""
-            txt = f"{minutes(row) / 60:.1f}{mark} ({row.get('max_cell_seconds', 0):.0f} s)"
-            over = p in BUDGET_S and minutes(row) > BUDGET_S[p]
+            mark = "ᶜ" if row_is_cpu(row) else ""
+            txt = f"{row_seconds(row) / 60:.1f}{mark} ({row.get('max_cell_seconds', 0):.0f} s)"
+            over = p in BUDGET_S and row_seconds(row) > BUDGET_S[p]
             cells.append(f"**{txt} ⚠**" if over else txt)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     for p in profs:
-        tot = sum(minutes(r) for r in data["profiles"][p].values())
+        tot = sum(row_seconds(r) for r in data["profiles"][p].values())
         dates = sorted(r.get("date", "") for r in data["profiles"][p].values())
         lines.append("")
         lines.append(f"- `{p}`: {len(data['profiles'][p])} notebooks, {tot / 60:.1f} min in all, "

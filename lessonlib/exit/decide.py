@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..evaluate import perplexity_from_window_nlls, token_nlls
+from ..evaluate import perplexity_from_window_nlls
 from .heads import ExitHeads, block_outputs, check_llama_like
 
 __all__ = ["confidence", "exit_decision", "exit_statistics", "SweepPoint", "threshold_sweep",
@@ -38,11 +38,15 @@ def confidence(logits: torch.Tensor, metric: str = "maxprob") -> torch.Tensor:
     """Confidence in [0, 1] of each row of ``logits`` (..., V): max probability or 1 - H / log V."""
     if metric not in _METRICS:
         raise ValueError(f"metric={metric!r}; choose one of {_METRICS}")
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (..., V)
+    return _confidence_of_logp(torch.log_softmax(logits.float(), dim=-1), metric)
+
+
+def _confidence_of_logp(logp: torch.Tensor, metric: str) -> torch.Tensor:
+    """``confidence`` from log-probabilities (..., V) already computed (exit_statistics reuses its NLLs' ones)."""
     if metric == "maxprob":
         return logp.max(-1).values.exp()
     ent = -(logp.exp() * logp).sum(-1)  # (...,) nats
-    return (1 - ent / math.log(logits.shape[-1])).clamp(0, 1)
+    return (1 - ent / math.log(logp.shape[-1])).clamp(0, 1)
 
 
 def exit_decision(conf: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -82,10 +86,10 @@ def exit_statistics(model: nn.Module, heads: ExitHeads, windows: torch.Tensor, m
         c_w, n_w, t_w = [], [], []
         for i, h in enumerate(hs):
             full = heads.logits(i, h)[0]  # (T, V)
-            z = full[:-1].float()  # (T-1, V): position t predicts t+1
-            c_w.append(confidence(z, metric))
-            n_w.append(token_nlls(full, x[0]))  # (T-1,)
-            t_w.append(z.argmax(-1))
+            logp = torch.log_softmax(full[:-1].float(), dim=-1)  # (T-1, V): position t predicts t+1
+            c_w.append(_confidence_of_logp(logp, metric))
+            n_w.append(-logp.gather(-1, x[0, 1:, None]).squeeze(-1))  # (T-1,) = token_nlls(full, x[0]), one softmax
+            t_w.append(full[:-1].float().argmax(-1))
         confs.append(torch.stack(c_w))
         nlls.append(torch.stack(n_w))
         tops.append(torch.stack(t_w))
