@@ -118,7 +118,7 @@ S = QuantScheme(4, 32)
 CASES = {
     "wanda_prune_model": (wanda, "wanda_mask", lambda m: wanda.wanda_prune_model(m, calib(), 0.5)),
     "sparsegpt_prune_model": (sparsegpt, "sparsegpt_prune", lambda m: sparsegpt.sparsegpt_prune_model(m, calib(), 0.5)),
-    "magnitude_prune_model": (magnitude, "apply_mask", lambda m: magnitude.magnitude_prune_model(m, 0.5)),
+    "magnitude_prune_model": (magnitude, "apply_mask_", lambda m: magnitude.magnitude_prune_model(m, 0.5)),
     "gptq_quantize_model": (gptq, "gptq_quantize", lambda m: gptq.gptq_quantize_model(m, calib(), S)),
     "awq_quantize_model": (awq, "awq_quantize", lambda m: awq.awq_quantize_model(m, calib(), S, n_grid=4)),
     "awq_fold_model": (awq_fold, "quantize", lambda m: awq_fold.awq_fold_model(m, calib(), S, n_grid=4, clip=False)),

@@ -190,3 +190,27 @@ def test_prune_lowest_count_per_row_matches_a_stable_sort_with_ties():
             assert torch.equal(prune_lowest_count(s, k, per_row=True), ref), (s, k)
     assert prune_lowest_count(torch.tensor([[2.0, 1.0, 1.0, 1.0], [0.0, 0.0, 5.0, 0.0]]), 2,
                               per_row=True).tolist() == [[True, False, False, True], [False, False, True, True]]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # nn.Linear and GPT-2's transposed Conv1D
+def test_apply_mask_inplace_equals_apply_mask_and_rolls_back(family):
+    """apply_mask_ zeroes exactly the masked entries of the layer's (out, in) weight, in place, and an open
+    transaction restores the weight bit for bit."""
+    from lessonlib.atomic import transaction
+    from lessonlib.prune.masks import apply_mask_
+    model = tiny_causal_lm(family)
+    lin = next(m for n, m in model.named_modules() if n.endswith(("q_proj", "c_attn")))
+    w0 = get_weight(lin).clone()  # (out, in)
+    mask = torch.rand(w0.shape, generator=torch.Generator().manual_seed(0)) > 0.3
+    ptr = lin.weight.data_ptr()
+    apply_mask_(lin, mask)
+    assert torch.equal(get_weight(lin), apply_mask(w0, mask)) and lin.weight.data_ptr() == ptr
+    assert torch.equal(get_weight(lin) == 0, ~mask | (w0 == 0))
+    lin.weight.data.copy_(w0.t() if family == "gpt2" else w0)
+    with pytest.raises(RuntimeError, match="boom"), transaction(model):
+        apply_mask_(lin, mask)
+        raise RuntimeError("boom")
+    assert torch.equal(get_weight(lin), w0)
+    with pytest.raises(ValueError):
+        apply_mask_(lin, mask[:, :-1])  # wrong shape: refused, nothing written
+    assert torch.equal(get_weight(lin), w0)

@@ -6,7 +6,7 @@ input weights (the 2:4 sparse-tensor-core convention; ``keep_n=2, group_m=4`` is
 """
 from .magnitude import (cubic_sparsity, global_magnitude_masks, gradual_magnitude_prune, magnitude_mask,
                         magnitude_prune_model, magnitude_row_mask)
-from .masks import (MaskHandle, SparsityReport, apply_mask, is_nm_sparse, n_to_prune, nm_mask, overall_sparsity,
+from .masks import (MaskHandle, SparsityReport, apply_mask, apply_mask_, is_nm_sparse, n_to_prune, nm_mask, overall_sparsity,
                     prune_lowest, register_mask, remove_mask, sparsity, sparsity_report)
 from .movement import (movement_backward, movement_score_update, movement_train_step, soft_movement_mask, topk_mask,
                        topk_ste)
@@ -15,7 +15,7 @@ from .sparsegpt import sparsegpt_prune, sparsegpt_prune_model
 from .wanda import wanda_mask, wanda_prune_model
 
 __all__ = [
-    "MaskHandle", "SparsityReport", "apply_mask", "is_nm_sparse", "n_to_prune", "nm_mask", "overall_sparsity",
+    "MaskHandle", "SparsityReport", "apply_mask", "apply_mask_", "is_nm_sparse", "n_to_prune", "nm_mask", "overall_sparsity",
     "prune_lowest", "register_mask", "remove_mask", "sparsity", "sparsity_report",
     "magnitude_mask", "magnitude_row_mask", "global_magnitude_masks", "magnitude_prune_model", "cubic_sparsity",
     "gradual_magnitude_prune", "wanda_mask", "wanda_prune_model", "sparsegpt_prune", "sparsegpt_prune_model",

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from ..experts import unrolled_model_experts
-from ..models import get_weight, set_weight
+from ..models import get_weight
 from ..technique import FilterFn, LayerResult, TechniqueConfig, register
-from .masks import (SparsityPattern, Unstructured, apply_mask, as_pattern, check_sparsity, model_linears, n_to_prune,
+from .masks import (SparsityPattern, Unstructured, apply_mask_, as_pattern, check_sparsity, model_linears, n_to_prune,
                     nm_mask, prune_lowest, register_mask, resolve_sparsity)
 from ..atomic import atomic
 
@@ -110,7 +110,7 @@ def _magnitude_prune(layers: dict[str, nn.Module], sparsity: float, keep_n: int,
     else:
         masks = {n: magnitude_mask(get_weight(m), sparsity, keep_n, group_m) for n, m in layers.items()}
     for n, m in layers.items():
-        set_weight(m, apply_mask(get_weight(m), masks[n]))
+        apply_mask_(m, masks[n])
     return masks
 
 

@@ -30,7 +30,7 @@ from ..models import LayoutError, is_conv1d, block_linears, decoder_blocks, enco
 __all__ = [
     "Unstructured", "NM", "SparsityPattern", "as_pattern", "pattern_of", "pattern_name",
     "check_sparsity", "check_nm", "resolve_sparsity", "n_to_prune", "check_mask", "prune_lowest_count", "prune_lowest", "nm_mask",
-    "is_nm_sparse", "apply_mask", "sparsity", "overall_sparsity", "MaskHandle", "register_mask",
+    "is_nm_sparse", "apply_mask", "apply_mask_", "sparsity", "overall_sparsity", "MaskHandle", "register_mask",
     "remove_mask", "model_linears", "LayerSparsity", "SparsityReport", "sparsity_report",
 ]
 
@@ -208,7 +208,8 @@ def prune_lowest(scores: torch.Tensor, sparsity: float, per_row: bool = False) -
     group).  ``per_row=True``: exactly ``n_to_prune(in, sparsity)`` entries in every row (per-output
     comparison group, as in Wanda).  Ties go to the smaller index (stable sort).
     """
-    _check_matrix(scores, "scores")
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        _check_matrix(scores, "scores")  # raises the type / shape error; the values are checked by prune_lowest_count
     group = scores.shape[1] if per_row else scores.numel()
     return prune_lowest_count(scores, n_to_prune(group, sparsity), per_row)
 
@@ -251,6 +252,17 @@ def apply_mask(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A new weight with the pruned entries (mask False) set to exactly zero."""
     check_mask(mask, weight)
     return weight.masked_fill(~mask, 0)
+
+
+def apply_mask_(module: nn.Module, mask: torch.Tensor) -> None:
+    """Prune a linear layer in place: the entries of its (out, in) weight where ``mask`` is False become exactly
+    zero.  Same result as ``set_weight(module, apply_mask(get_weight(module), mask))`` without the new weight and
+    the copy back (two passes over a model's weights); an open ``lessonlib.atomic`` transaction can undo it."""
+    w = get_weight(module)  # (out, in): a view, so the fill lands in the layer
+    check_mask(mask, w)
+    from ..atomic import protect
+    protect(module.weight)
+    w.masked_fill_(~mask.to(w.device), 0)
 
 
 def sparsity(x: torch.Tensor) -> float:

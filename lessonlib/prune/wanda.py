@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..calib import InputNormStats, ModuleNames, SequentialReport, run_sequential
-from ..models import get_weight, set_weight
+from ..models import get_weight
 from ..technique import FilterFn, LayerResult, TechniqueConfig, register
-from .masks import NM, SparsityPattern, Unstructured, _check_matrix, apply_mask, as_pattern, nm_mask, prune_lowest, \
+from .masks import NM, SparsityPattern, Unstructured, _check_matrix, apply_mask_, as_pattern, nm_mask, prune_lowest, \
     resolve_sparsity
 from ..atomic import atomic
 
@@ -72,7 +72,7 @@ def wanda_prune_model(model: nn.Module, calib_batches: torch.Tensor, sparsity: f
             lin = block.get_submodule(name)
             w = get_weight(lin)  # (out, in)
             mask = wanda_mask(w.float(), st.sq_norms(), sparsity, keep_n, group_m)
-            set_weight(lin, apply_mask(w, mask))
+            apply_mask_(lin, mask)
             masks[fqn[id(lin)]] = mask.cpu()
 
     report = run_sequential(model, calib_batches, compress, stats=InputNormStats, device=device, filter_fn=filter_fn)
