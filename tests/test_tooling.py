@@ -3,6 +3,7 @@ import importlib.util
 import json
 import os
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -115,3 +116,17 @@ def test_make_git_filter_strips_outputs_from_what_git_stores(tmp_path):
     staged = nbformat.reads(run("git", "show", ":lesson.ipynb"), as_version=4)
     code = staged.cells[1]
     assert code.outputs == [] and code.execution_count is None and [c.id for c in staged.cells] == ["c00", "c01"]
+
+
+def test_committed_runtime_tables_match_timings_json(tmp_path):
+    """README's runtime block and reports/timings.md are what `tools/timings.py --table` writes from the committed
+    reports/timings.json (a re-timed row without the tables regenerated fails here)."""
+    t = _tool("timings")
+    root = Path(ROOT)
+    data = json.loads((root / "reports" / "timings.json").read_text())
+    md = t.table(data)
+    assert (root / "reports" / "timings.md").read_text() == md
+    readme = tmp_path / "README.md"
+    readme.write_text((root / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    assert t.embed(str(readme), md)
+    assert readme.read_text(encoding="utf-8") == (root / "README.md").read_text(encoding="utf-8")
